@@ -1,0 +1,182 @@
+"""Shared helpers of the benchmark scripts: evaluation curves, run files that survive reruns, RL Zoo-style configs."""
+
+import json
+import math
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import stable_baselines3
+import torch as th
+import yaml
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.utils import LinearSchedule
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+from torch import nn
+
+import sb3_r2vpo
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+HYPERPARAMS_DIR = Path(__file__).resolve().parents[1] / "hyperparams"
+
+
+def versions() -> dict[str, str]:
+    """Library versions recorded in every result file."""
+    return {
+        "python": platform.python_version(),
+        "torch": th.__version__,
+        "stable_baselines3": stable_baselines3.__version__,
+        "gymnasium": gym.__version__,
+        "sb3_r2vpo": sb3_r2vpo.__version__,
+    }
+
+
+def load_zoo_entry(path: Path, env_id: str) -> dict[str, Any]:
+    """
+    Read one RL Zoo hyperparameter entry, falling back to ``default``.
+
+    :param path: the yml file
+    :param env_id: the environment id
+    :return: a copy of the entry
+    """
+    with open(path) as file:
+        entries = yaml.safe_load(file)
+    return dict(entries.get(env_id, entries["default"]))
+
+
+def _schedule(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith("lin_"):
+        return LinearSchedule(float(value[len("lin_") :]), 0.0, 1.0)
+    return value
+
+
+def zoo_entry_to_kwargs(entry: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """
+    Split a zoo entry into algorithm kwargs and environment settings, as rl_zoo3's ExpManager does for the
+    keys these benchmarks use (``lin_`` schedules, ``policy_kwargs`` strings, ``normalize``, ``n_envs``).
+
+    :param entry: the zoo entry
+    :return: ``(algo_kwargs, env_settings)`` with env settings ``n_envs``, ``n_timesteps``, ``normalize``
+    """
+    entry = dict(entry)
+    env_settings = {
+        "n_envs": int(entry.pop("n_envs", 1)),
+        "n_timesteps": int(float(entry.pop("n_timesteps"))),
+        "normalize": entry.pop("normalize", False),
+    }
+    kwargs = {key: _schedule(value) for key, value in entry.items()}
+    if isinstance(kwargs.get("policy_kwargs"), str):
+        kwargs["policy_kwargs"] = eval(kwargs["policy_kwargs"], {"dict": dict, "nn": nn})
+    return kwargs, env_settings
+
+
+def make_env(env_id: str, n_envs: int, seed: int, normalize: bool | dict[str, Any]) -> VecEnv:
+    """
+    A seeded vectorized env, optionally wrapped in VecNormalize.
+
+    :param env_id: environment id
+    :param n_envs: number of copies
+    :param seed: seed of the first copy
+    :param normalize: False, True or VecNormalize kwargs
+    :return: the env
+    """
+    env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
+    if normalize:
+        env = VecNormalize(env, **(normalize if isinstance(normalize, dict) else {}))
+    return env
+
+
+class EvalCurveCallback(BaseCallback):
+    """
+    Evaluate the deterministic policy on a separate env every ``eval_freq`` environment steps.
+
+    :param eval_env_id: id of the evaluation env
+    :param eval_freq: evaluation period, in total environment steps
+    :param n_eval_episodes: episodes per evaluation
+    :param seed: seed of the evaluation env
+    """
+
+    def __init__(self, eval_env_id: str, eval_freq: int, n_eval_episodes: int, seed: int) -> None:
+        super().__init__()
+        self.eval_env_id = eval_env_id
+        self.eval_freq = eval_freq
+        self.n_eval_episodes = n_eval_episodes
+        self.seed = seed
+        self.curve: list[dict[str, float]] = []
+        self._next_eval = 0
+
+    def evaluate(self) -> float:
+        """Run one evaluation now and append it to the curve."""
+        eval_env = make_vec_env(self.eval_env_id, n_envs=1, seed=self.seed + 10_000)
+        train_env = self.model.get_env()
+        if isinstance(train_env, VecNormalize):
+            eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
+            eval_env.obs_rms = train_env.obs_rms
+        mean_reward, std_reward = evaluate_policy(self.model, eval_env, n_eval_episodes=self.n_eval_episodes)
+        eval_env.close()
+        self.curve.append({"timesteps": int(self.num_timesteps), "mean_reward": float(mean_reward), "std": float(std_reward)})
+        return float(mean_reward)
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self._next_eval:
+            self.evaluate()
+            self._next_eval += self.eval_freq
+        return True
+
+
+def train_and_evaluate(
+    model: BaseAlgorithm, env_id: str, total_timesteps: int, seed: int, eval_freq: int, n_eval_episodes: int = 10
+) -> dict[str, Any]:
+    """
+    Train with an evaluation curve and a final evaluation.
+
+    :return: ``curve``, ``final_mean_reward`` and ``wall_time_s``
+    """
+    callback = EvalCurveCallback(env_id, eval_freq, n_eval_episodes, seed)
+    start = time.perf_counter()
+    model.learn(total_timesteps, callback=callback)
+    wall_time = time.perf_counter() - start
+    if not callback.curve or callback.curve[-1]["timesteps"] < model.num_timesteps:
+        callback.evaluate()
+    return {"curve": callback.curve, "final_mean_reward": callback.curve[-1]["mean_reward"], "wall_time_s": wall_time}
+
+
+def steps_to_threshold(curve: list[dict[str, float]], threshold: float) -> float:
+    """First evaluation step whose mean reward reaches ``threshold`` (inf when never)."""
+    for point in curve:
+        if point["mean_reward"] >= threshold:
+            return float(point["timesteps"])
+    return math.inf
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` as pretty JSON, creating folders (inf is written as the string "inf")."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _clean(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return str(value)
+        if isinstance(value, dict):
+            return {k: _clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [_clean(v) for v in value]
+        if isinstance(value, np.generic):
+            return _clean(value.item())
+        return value
+
+    path.write_text(json.dumps(_clean(payload), indent=2) + "\n")
+
+
+def mean_curve(curves: list[list[dict[str, float]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and standard deviation of several evaluation curves on the first curve's steps (linear interpolation)."""
+    steps = np.array([p["timesteps"] for p in curves[0]], dtype=float)
+    values = np.array(
+        [np.interp(steps, [p["timesteps"] for p in c], [p["mean_reward"] for p in c]) for c in curves], dtype=float
+    )
+    return steps, values.mean(axis=0), values.std(axis=0)

@@ -1,0 +1,38 @@
+"""
+Framework-agnostic R2VPO math (torch only): the importance ratio, the objectives, ratio statistics,
+aggregation, the dual controller for ``lam`` and the f-divergence scale table.
+"""
+
+from sb3_r2vpo.core.aggregation import AGGREGATIONS, aggregate_loss
+from sb3_r2vpo.core.divergences import F_DIVERGENCES, FDivergence, alpha_divergence, f_divergence, target_var_from_divergence
+from sb3_r2vpo.core.dual import DEFAULT_AUTO_INIT, VarCoefController, parse_var_coef
+from sb3_r2vpo.core.objectives import OBJECTIVES, clip_objective, get_objective, r2vpo_objective, variance_penalty
+from sb3_r2vpo.core.ratio import ImportanceRatio, NonFiniteRatioError, importance_ratio, log_importance_ratio, max_finite_log_ratio
+from sb3_r2vpo.core.stats import DEFAULT_RATIO_BAND, RatioStats
+from sb3_r2vpo.core.validation import check_positive
+
+__all__ = [
+    "AGGREGATIONS",
+    "DEFAULT_AUTO_INIT",
+    "DEFAULT_RATIO_BAND",
+    "F_DIVERGENCES",
+    "OBJECTIVES",
+    "FDivergence",
+    "ImportanceRatio",
+    "NonFiniteRatioError",
+    "RatioStats",
+    "VarCoefController",
+    "aggregate_loss",
+    "alpha_divergence",
+    "check_positive",
+    "clip_objective",
+    "f_divergence",
+    "get_objective",
+    "importance_ratio",
+    "log_importance_ratio",
+    "max_finite_log_ratio",
+    "parse_var_coef",
+    "r2vpo_objective",
+    "target_var_from_divergence",
+    "variance_penalty",
+]

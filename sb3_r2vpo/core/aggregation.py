@@ -1,0 +1,42 @@
+"""Reducing per-sample or per-token losses to a scalar: a separate, named step after the objective."""
+
+import torch as th
+
+AGGREGATIONS = ("mean", "token_mean", "seq_mean_token_mean")
+
+
+def aggregate_loss(
+    per_sample_loss: th.Tensor,
+    *,
+    mode: str = "mean",
+    mask: th.Tensor | None = None,
+    normalizer: float | th.Tensor | None = None,
+) -> th.Tensor:
+    """
+    Reduce a per-sample (1-D) or per-token (``[batch, time]``) loss.
+
+    - ``"mean"``: mean over the (unmasked) samples of the minibatch (SB3).
+    - ``"token_mean"``: ``sum(loss * mask) / normalizer``; pass the number of valid tokens of the whole
+      optimizer step as ``normalizer`` so that gradient accumulation over micro-batches gives the same
+      gradient as one big batch (default: the tokens of this batch).
+    - ``"seq_mean_token_mean"``: the mean over sequences of each sequence's token mean; ``normalizer`` is the
+      number of sequences in the optimizer step (default: this batch's).
+
+    :param per_sample_loss: the loss of each sample or token
+    :param mode: one of :data:`AGGREGATIONS`
+    :param mask: 0/1 mask of valid samples or tokens, same shape
+    :param normalizer: the denominator shared by all micro-batches of an optimizer step
+    :return: the scalar loss
+    """
+    if mode not in AGGREGATIONS:
+        raise ValueError(f"Unknown aggregation mode {mode!r}; choose one of {AGGREGATIONS}")
+    weights = th.ones_like(per_sample_loss) if mask is None else mask.to(per_sample_loss.dtype)
+    if mode == "seq_mean_token_mean":
+        if per_sample_loss.dim() != 2:
+            raise ValueError(f"seq_mean_token_mean needs a [batch, time] loss, got shape {tuple(per_sample_loss.shape)}")
+        tokens_per_sequence = weights.sum(dim=1).clamp(min=1.0)
+        sequence_means = (per_sample_loss * weights).sum(dim=1) / tokens_per_sequence
+        denominator = per_sample_loss.shape[0] if normalizer is None else normalizer
+        return sequence_means.sum() / denominator
+    denominator = weights.sum().clamp(min=1.0) if normalizer is None else normalizer
+    return (per_sample_loss * weights).sum() / denominator

@@ -1,0 +1,113 @@
+"""The dual variable ``lam`` (``var_coef``) of R2VPO: fixed, or tuned by projected dual ascent (METHOD.md, section 2)."""
+
+import math
+from typing import Any
+
+from sb3_r2vpo.core.validation import check_positive, is_real_number
+
+# Initial ``lam`` for ``var_coef="auto"``: see the R2VPO class docstring for the measurement behind it.
+DEFAULT_AUTO_INIT = 1.0
+
+
+def parse_var_coef(var_coef: float | str) -> tuple[float, bool]:
+    """
+    Parse the ``var_coef`` argument, in the style of SAC's ``ent_coef``.
+
+    :param var_coef: a number ``>= 0`` (fixed ``lam``), ``"auto"`` (adaptive, starting at
+        :data:`DEFAULT_AUTO_INIT`) or ``"auto_<init>"`` (adaptive, starting at ``init >= 0``)
+    :return: ``(initial_value, adaptive)``
+    :raises ValueError: naming ``var_coef`` and what it accepts
+    """
+    allowed = "a finite number >= 0, 'auto' or 'auto_<init>' with a finite init >= 0 (e.g. 'auto_0.1')"
+    if isinstance(var_coef, str):
+        if var_coef == "auto":
+            return DEFAULT_AUTO_INIT, True
+        if var_coef.startswith("auto_"):
+            try:
+                init = float(var_coef[len("auto_") :])
+            except ValueError:
+                raise ValueError(f"var_coef={var_coef!r} is malformed: expected {allowed}") from None
+            if not (math.isfinite(init) and init >= 0.0):
+                raise ValueError(f"var_coef={var_coef!r}: the initial value must be finite and >= 0; expected {allowed}")
+            return init, True
+        raise ValueError(f"var_coef={var_coef!r} is not understood: expected {allowed}")
+    if not is_real_number(var_coef):
+        raise ValueError(f"var_coef={var_coef!r} (type {type(var_coef).__name__}) is invalid: expected {allowed}")
+    if not (math.isfinite(var_coef) and var_coef >= 0.0):
+        raise ValueError(f"var_coef={var_coef!r} is out of range: expected {allowed}")
+    return float(var_coef), False
+
+
+class VarCoefController:
+    """
+    Holds ``lam`` and, in adaptive mode, updates it by projected dual ascent (Eq. 10):
+
+        lam <- clip(lam + var_coef_lr * (V_hat - target_var), 0, var_coef_max)
+
+    where ``V_hat`` is the detached estimate of ``E[(r - 1)^2]`` of the batch that was just used for a
+    gradient step. In fixed mode :meth:`step` leaves ``lam`` unchanged.
+
+    :param var_coef: see :func:`parse_var_coef`
+    :param target_var: the target ratio variance ``delta`` (> 0)
+    :param var_coef_lr: the dual step size ``eta_lam`` (>= 0)
+    :param var_coef_max: the upper end of the projection (> 0, >= the initial value)
+    """
+
+    def __init__(self, var_coef: float | str, *, target_var: float, var_coef_lr: float, var_coef_max: float) -> None:
+        init, self.adaptive = parse_var_coef(var_coef)
+        self.target_var = check_positive("target_var", target_var)
+        self.var_coef_lr = check_positive("var_coef_lr", var_coef_lr, allow_zero=True)
+        self.var_coef_max = check_positive("var_coef_max", var_coef_max)
+        if init > self.var_coef_max:
+            raise ValueError(
+                f"var_coef={var_coef!r} starts above var_coef_max={self.var_coef_max}: the initial lam must be in "
+                f"[0, var_coef_max]"
+            )
+        self.value = init
+        self.n_steps = 0
+
+    def step(self, ratio_var: float) -> float:
+        """
+        One projected dual-ascent step (adaptive mode only).
+
+        :param ratio_var: the batch estimate of ``E[(r - 1)^2]``
+        :return: the new ``lam``
+        """
+        if not math.isfinite(ratio_var):
+            raise ValueError(f"ratio_var={ratio_var!r} passed to the dual step must be finite")
+        if self.adaptive:
+            proposal = self.value + self.var_coef_lr * (ratio_var - self.target_var)
+            self.value = min(max(proposal, 0.0), self.var_coef_max)
+            self.n_steps += 1
+        return self.value
+
+    def state_dict(self) -> dict[str, Any]:
+        """The controller's full state (JSON-friendly)."""
+        return {
+            "value": self.value,
+            "adaptive": self.adaptive,
+            "target_var": self.target_var,
+            "var_coef_lr": self.var_coef_lr,
+            "var_coef_max": self.var_coef_max,
+            "n_steps": self.n_steps,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """
+        Restore a state produced by :meth:`state_dict`.
+
+        :param state: the saved state
+        """
+        self.adaptive = bool(state["adaptive"])
+        self.target_var = check_positive("target_var", state["target_var"])
+        self.var_coef_lr = check_positive("var_coef_lr", state["var_coef_lr"], allow_zero=True)
+        self.var_coef_max = check_positive("var_coef_max", state["var_coef_max"])
+        value = check_positive("var_coef", state["value"], allow_zero=True)
+        if value > self.var_coef_max:
+            raise ValueError(f"Saved var_coef={value} is above var_coef_max={self.var_coef_max}")
+        self.value = value
+        self.n_steps = int(state["n_steps"])
+
+    def __repr__(self) -> str:
+        mode = f"adaptive, target_var={self.target_var}, lr={self.var_coef_lr}" if self.adaptive else "fixed"
+        return f"VarCoefController(value={self.value:.6g}, {mode}, max={self.var_coef_max})"

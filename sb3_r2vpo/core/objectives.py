@@ -1,0 +1,123 @@
+"""
+Policy objectives with one signature, selected by name.
+
+Every objective is a pure function
+
+    objective(log_prob, behavior_log_prob, advantages, *, mask=None, **coefs) -> (per_sample_loss, RatioStats)
+
+returning the per-sample (or per-token) loss to *minimize*, before aggregation (see
+:mod:`sb3_r2vpo.core.aggregation`), and the ratio statistics of the batch.
+"""
+
+from collections.abc import Callable
+from typing import Protocol
+
+import torch as th
+
+from sb3_r2vpo.core.ratio import importance_ratio
+from sb3_r2vpo.core.stats import DEFAULT_RATIO_BAND, RatioStats
+
+
+class Objective(Protocol):
+    """The signature every policy objective follows."""
+
+    def __call__(
+        self,
+        log_prob: th.Tensor,
+        behavior_log_prob: th.Tensor,
+        advantages: th.Tensor,
+        *,
+        mask: th.Tensor | None = None,
+        **coefs: float,
+    ) -> tuple[th.Tensor, RatioStats]: ...
+
+
+def variance_penalty(ratio_minus_one: th.Tensor, var_coef: float | th.Tensor) -> th.Tensor:
+    """
+    The R2VPO penalty ``lam * (r - 1)^2`` (the only place it is written).
+
+    :param ratio_minus_one: ``r - 1``
+    :param var_coef: the dual variable ``lam >= 0``
+    :return: the per-sample penalty
+    """
+    return var_coef * ratio_minus_one.square()
+
+
+def r2vpo_objective(
+    log_prob: th.Tensor,
+    behavior_log_prob: th.Tensor,
+    advantages: th.Tensor,
+    *,
+    mask: th.Tensor | None = None,
+    var_coef: float | th.Tensor = 1.0,
+    band: float = DEFAULT_RATIO_BAND,
+) -> tuple[th.Tensor, RatioStats]:
+    """
+    R2VPO's per-sample loss ``-r A + lam (r - 1)^2`` (METHOD.md, section 1).
+
+    Its gradient is ``-grad(r) (A - 2 lam (r - 1))``: plain policy gradient near ``r = 1``, smoothly
+    attenuated (never zeroed) as the ratio moves away from 1.
+
+    :param log_prob: log-probabilities of the taken actions under the current policy
+    :param behavior_log_prob: log-probabilities under the policy that generated the data
+    :param advantages: advantage estimates (same shape)
+    :param mask: optional mask of valid samples/tokens (used for the statistics only; aggregation masks the loss)
+    :param var_coef: ``lam``, the weight of the ratio-variance penalty
+    :param band: band around 1 for the ``ratio_outside`` statistic
+    :return: ``(per_sample_loss, ratio_stats)``
+    """
+    ratio = importance_ratio(log_prob, behavior_log_prob)
+    per_sample_loss = -ratio.ratio * advantages + variance_penalty(ratio.minus_one, var_coef)
+    return per_sample_loss, RatioStats.from_ratio(ratio.minus_one, log_ratio=ratio.log, mask=mask, band=band)
+
+
+def clip_objective(
+    log_prob: th.Tensor,
+    behavior_log_prob: th.Tensor,
+    advantages: th.Tensor,
+    *,
+    mask: th.Tensor | None = None,
+    clip_range: float = 0.2,
+    clip_range_high: float | None = None,
+    band: float = DEFAULT_RATIO_BAND,
+) -> tuple[th.Tensor, RatioStats]:
+    """
+    PPO/GRPO's clipped surrogate ``-min(r A, clip(r, 1 - eps_low, 1 + eps_high) A)``.
+
+    With ``clip_range_high=None`` the clip is symmetric (PPO, GRPO); a larger upper range is DAPO's
+    "clip-higher" (GRPO-CH, 0.2/0.28).
+
+    :param log_prob: log-probabilities under the current policy
+    :param behavior_log_prob: log-probabilities under the behavior policy
+    :param advantages: advantage estimates
+    :param mask: optional mask of valid samples/tokens (statistics only)
+    :param clip_range: lower clip range ``eps_low`` (and upper one if ``clip_range_high`` is None)
+    :param clip_range_high: upper clip range ``eps_high``
+    :param band: band for the ``ratio_outside`` statistic
+    :return: ``(per_sample_loss, ratio_stats)``
+    """
+    high = clip_range if clip_range_high is None else clip_range_high
+    ratio = importance_ratio(log_prob, behavior_log_prob)
+    surrogate = ratio.ratio * advantages
+    clipped = th.clamp(ratio.ratio, 1.0 - clip_range, 1.0 + high) * advantages
+    stats = RatioStats.from_ratio(ratio.minus_one, log_ratio=ratio.log, mask=mask, band=band)
+    return -th.min(surrogate, clipped), stats
+
+
+OBJECTIVES: dict[str, Callable[..., tuple[th.Tensor, RatioStats]]] = {
+    "r2vpo": r2vpo_objective,
+    "clip": clip_objective,
+}
+
+
+def get_objective(name: str) -> Callable[..., tuple[th.Tensor, RatioStats]]:
+    """
+    Look up an objective by name.
+
+    :param name: one of :data:`OBJECTIVES`
+    :return: the objective function
+    """
+    try:
+        return OBJECTIVES[name]
+    except KeyError:
+        raise ValueError(f"Unknown objective {name!r}; choose one of {sorted(OBJECTIVES)}") from None

@@ -1,0 +1,371 @@
+import warnings
+from collections.abc import Iterator
+from typing import Any, ClassVar, TypeVar
+
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, BasePolicy, MultiInputActorCriticPolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, RolloutBufferSamples, Schedule
+from stable_baselines3.common.utils import FloatSchedule, explained_variance
+from torch.nn import functional as F
+
+from sb3_r2vpo.core import (
+    DEFAULT_RATIO_BAND,
+    NonFiniteRatioError,
+    VarCoefController,
+    aggregate_loss,
+    check_positive,
+    r2vpo_objective,
+)
+from sb3_r2vpo.core.validation import is_real_number
+from sb3_r2vpo.r2vpo.metrics import MinibatchMetrics
+
+SelfR2VPO = TypeVar("SelfR2VPO", bound="R2VPO")
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) and not (is_real_number(value) and float(value).is_integer()):
+        raise ValueError(f"{name}={value!r} (type {type(value).__name__}) is invalid: expected an integer >= {minimum}")
+    if int(value) < minimum:
+        raise ValueError(f"{name}={value!r} is out of range: expected an integer >= {minimum}")
+    return int(value)
+
+
+def _check_unit_interval(name: str, value: Any) -> float:
+    if not is_real_number(value) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name}={value!r} is out of range: expected a number in [0, 1]")
+    return float(value)
+
+
+def _check_schedule(name: str, value: Any) -> None:
+    if not callable(value):
+        check_positive(name, value)
+
+
+class R2VPO(OnPolicyAlgorithm):
+    """
+    Ratio-Variance Regularized Policy Optimization (R2VPO-ON).
+
+    PPO's loop with the clipped surrogate replaced by a quadratic penalty on the importance ratio:
+    each sample's policy loss is ``-r A + lam (r - 1)^2``, whose gradient ``-grad(r) (A - 2 lam (r - 1))``
+    is the plain policy gradient near ``r = 1`` and is attenuated smoothly, never zeroed, as the ratio
+    moves away. ``lam`` (``var_coef``) is fixed, or tuned by projected dual ascent towards a target ratio
+    variance ``target_var`` (the way SAC tunes ``ent_coef``).
+
+    Paper: "Ratio-Variance Regularized Policy Optimization", https://arxiv.org/abs/2605.26784
+
+    Defaults. Every PPO-common default is PPO's. ``var_coef="auto"`` starting at ``lam = 1`` with
+    ``target_var=0.02`` and ``var_coef_lr=0.1`` was chosen by ``benchmarks/defaults_sweep.py``
+    (CartPole-v1 and Pendulum-v1, all other settings at SB3's PPO defaults, 3 seeds, 100k steps), see
+    ``benchmarks/results/defaults_sweep/``: the adaptive mode matched or beat every fixed ``lam`` we
+    tried on both tasks, and needs no per-task scale. ``target_var=0.02`` is the ratio variance of a
+    reverse-KL budget of 0.01 (``c_f = 1/2``), the ``target_kl`` usually paired with PPO.
+
+    :param policy: The policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy)
+    :param env: The environment to learn from (if registered in Gym, can be str)
+    :param learning_rate: The learning rate, it can be a function of the current progress remaining (from 1 to 0)
+    :param n_steps: The number of steps to run for each environment per update
+        (i.e. rollout buffer size is n_steps * n_envs where n_envs is number of environment copies running in parallel)
+        NOTE: n_steps * n_envs must be greater than 1 (because of the advantage normalization)
+    :param batch_size: Minibatch size
+    :param n_epochs: Number of epochs when optimizing the surrogate loss. With a single epoch and a single
+        minibatch every ratio is exactly 1 and the penalty does nothing.
+    :param gamma: Discount factor
+    :param gae_lambda: Factor for trade-off of bias vs variance for Generalized Advantage Estimator
+    :param var_coef: ``lam``, the weight of the ratio-variance penalty ``lam (r - 1)^2``. A number >= 0 keeps it
+        fixed (the paper uses 0.06 on continuous control); ``"auto"`` adapts it by dual ascent starting from 1.0,
+        ``"auto_0.1"`` starting from 0.1.
+    :param target_var: The target ratio variance ``delta = E[(r - 1)^2]`` of the adaptive mode. To think in a
+        divergence budget instead, use :func:`sb3_r2vpo.core.target_var_from_divergence` (KL budget / 0.5).
+    :param var_coef_lr: The dual step size: after each gradient step,
+        ``lam <- clip(lam + var_coef_lr * (ratio_var - target_var), 0, var_coef_max)``
+    :param var_coef_max: Upper bound of the projection of ``lam``
+    :param clip_range_vf: Clipping parameter for the value function,
+        it can be a function of the current progress remaining (from 1 to 0).
+        This is a parameter specific to the OpenAI implementation. If None is passed (default),
+        no clipping will be done on the value function.
+        IMPORTANT: this clipping depends on the reward scaling.
+    :param normalize_advantage: Whether to normalize or not the advantage
+    :param ent_coef: Entropy coefficient for the loss calculation
+    :param vf_coef: Value function coefficient for the loss calculation
+    :param max_grad_norm: The maximum value for the gradient clipping
+    :param use_sde: Whether to use generalized State Dependent Exploration (gSDE)
+        instead of action noise exploration (default: False)
+    :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE
+        Default: -1 (only sample at the beginning of the rollout)
+    :param rollout_buffer_class: Rollout buffer class to use. If ``None``, it will be automatically selected.
+    :param rollout_buffer_kwargs: Keyword arguments to pass to the rollout buffer on creation
+    :param target_kl: Limit the KL divergence between updates (early stop of the epoch loop when the
+        approximate KL of a minibatch exceeds ``1.5 * target_kl``, as in PPO). By default, there is no limit.
+    :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
+        the reported success rate, mean episode length, and mean reward over
+    :param tensorboard_log: the log location for tensorboard (if None, no logging)
+    :param policy_kwargs: additional arguments to be passed to the policy on creation
+    :param verbose: Verbosity level: 0 for no output, 1 for info messages (such as device or wrappers used), 2 for
+        debug messages
+    :param seed: Seed for the pseudo random generators
+    :param device: Device (cpu, cuda, ...) on which the code should be run.
+        Setting it to auto, the code will be run on the GPU if possible.
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": ActorCriticPolicy,
+        "CnnPolicy": ActorCriticCnnPolicy,
+        "MultiInputPolicy": MultiInputActorCriticPolicy,
+    }
+    #: Half-width of the band of the ``train/ratio_outside_<band>`` statistic (PPO's default clip range).
+    ratio_band: ClassVar[float] = DEFAULT_RATIO_BAND
+
+    def __init__(
+        self,
+        policy: str | type[ActorCriticPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 3e-4,
+        n_steps: int = 2048,
+        batch_size: int = 64,
+        n_epochs: int = 10,
+        gamma: float = 0.99,
+        gae_lambda: float = 0.95,
+        var_coef: float | str = "auto",
+        target_var: float = 0.02,
+        var_coef_lr: float = 0.1,
+        var_coef_max: float = 100.0,
+        clip_range_vf: float | Schedule | None = None,
+        normalize_advantage: bool = True,
+        ent_coef: float = 0.0,
+        vf_coef: float = 0.5,
+        max_grad_norm: float = 0.5,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        rollout_buffer_class: type[RolloutBuffer] | None = None,
+        rollout_buffer_kwargs: dict[str, Any] | None = None,
+        target_kl: float | None = None,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ):
+        # Validate everything before the environment is built or any memory is allocated.
+        self.var_coef_controller = VarCoefController(
+            var_coef, target_var=target_var, var_coef_lr=var_coef_lr, var_coef_max=var_coef_max
+        )
+        _check_schedule("learning_rate", learning_rate)
+        n_steps = _check_int("n_steps", n_steps, 1)
+        batch_size = _check_int("batch_size", batch_size, 2 if normalize_advantage else 1)
+        n_epochs = _check_int("n_epochs", n_epochs, 1)
+        _check_unit_interval("gamma", gamma)
+        _check_unit_interval("gae_lambda", gae_lambda)
+        if clip_range_vf is not None:
+            _check_schedule("clip_range_vf", clip_range_vf)
+        check_positive("ent_coef", ent_coef, allow_zero=True)
+        check_positive("vf_coef", vf_coef, allow_zero=True)
+        check_positive("max_grad_norm", max_grad_norm, allow_inf=True)
+        if target_kl is not None:
+            check_positive("target_kl", target_kl)
+        _check_int("stats_window_size", stats_window_size, 1)
+
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            ent_coef=ent_coef,
+            vf_coef=vf_coef,
+            max_grad_norm=max_grad_norm,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
+            rollout_buffer_class=rollout_buffer_class,
+            rollout_buffer_kwargs=rollout_buffer_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            device=device,
+            seed=seed,
+            _init_setup_model=False,
+            supported_action_spaces=(
+                spaces.Box,
+                spaces.Discrete,
+                spaces.MultiDiscrete,
+                spaces.MultiBinary,
+            ),
+        )
+        self.batch_size = batch_size
+        self.n_epochs = n_epochs
+        self.var_coef = var_coef
+        self.clip_range_vf = clip_range_vf
+        self.normalize_advantage = normalize_advantage
+        self.target_kl = target_kl
+        if self.env is not None:
+            self._check_buffer_size(self.env.num_envs)
+
+        if _init_setup_model:
+            self._setup_model()
+
+    def _check_buffer_size(self, n_envs: int) -> None:
+        buffer_size = n_envs * self.n_steps
+        if self.normalize_advantage and buffer_size <= 1:
+            raise ValueError(
+                f"n_steps * n_envs must be > 1 when normalize_advantage=True (advantage normalization), "
+                f"got n_steps={self.n_steps} and n_envs={n_envs}"
+            )
+        if buffer_size % self.batch_size > 0:
+            warnings.warn(
+                f"You have specified a mini-batch size of {self.batch_size}, but because the rollout buffer is of size "
+                f"n_steps * n_envs = {buffer_size}, after every {buffer_size // self.batch_size} untruncated mini-batches, "
+                f"there will be a truncated mini-batch of size {buffer_size % self.batch_size}.\n"
+                f"We recommend using a batch_size that is a factor of n_steps * n_envs "
+                f"(n_steps={self.n_steps} and n_envs={n_envs})."
+            )
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        if self.clip_range_vf is not None:
+            self.clip_range_vf = FloatSchedule(self.clip_range_vf)
+
+    @property
+    def var_coef_value(self) -> float:
+        """The current ``lam``."""
+        return self.var_coef_controller.value
+
+    def _minibatches(self) -> Iterator[RolloutBufferSamples]:
+        """One pass over the training data, in minibatches (R2VPO-OFF overrides this to draw from its replay)."""
+        yield from self.rollout_buffer.get(self.batch_size)
+
+    def _minibatch_loss(
+        self, rollout_data: RolloutBufferSamples, clip_range_vf: float | None, context: str
+    ) -> tuple[th.Tensor, dict[str, float]]:
+        """
+        Forward pass on one minibatch: the total loss and its statistics, checked for NaN/inf.
+
+        :param rollout_data: the minibatch; ``old_log_prob`` is the behavior policy's log-probability
+        :param clip_range_vf: value clipping range, or None
+        :param context: where we are in training, for error messages
+        :return: ``(loss, summary)`` where ``summary`` holds the ratio statistics and the loss terms
+        """
+        actions = rollout_data.actions
+        if isinstance(self.action_space, spaces.Discrete):
+            actions = rollout_data.actions.long().flatten()
+
+        values, log_prob, entropy = self.policy.evaluate_actions(rollout_data.observations, actions)
+        values = values.flatten()
+        advantages = rollout_data.advantages
+        # Normalization does not make sense if mini batchsize == 1, see SB3 GH issue #325
+        if self.normalize_advantage and len(advantages) > 1:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+        per_sample_loss, ratio_stats = r2vpo_objective(
+            log_prob, rollout_data.old_log_prob, advantages, var_coef=self.var_coef_controller.value, band=self.ratio_band
+        )
+        policy_loss = aggregate_loss(per_sample_loss, mode="mean")
+
+        if clip_range_vf is None:
+            values_pred = values
+        else:
+            # Clip the difference between old and new value (depends on the reward scaling)
+            values_pred = rollout_data.old_values + th.clamp(values - rollout_data.old_values, -clip_range_vf, clip_range_vf)
+        value_loss = F.mse_loss(rollout_data.returns, values_pred)
+
+        # Approximate entropy when no analytical form
+        entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
+
+        loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+        summary = ratio_stats.summarize(
+            context=context,
+            extra={"policy_loss": policy_loss, "value_loss": value_loss, "entropy_loss": entropy_loss, "loss": loss},
+        )
+        return loss, summary
+
+    def _gradient_step(self, loss: th.Tensor, context: str) -> None:
+        """
+        Backward pass, gradient clipping and optimizer step.
+
+        :param loss: the scalar loss
+        :param context: where we are in training, for error messages
+        """
+        self.policy.optimizer.zero_grad()
+        loss.backward()
+        try:
+            th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm, error_if_nonfinite=True)
+        except RuntimeError as error:
+            raise NonFiniteRatioError(
+                f"Non-finite gradient norm at {context} (var_coef={self.var_coef_controller.value:.6g}): the loss was finite "
+                "but its gradient overflowed. Try a smaller learning_rate or a larger var_coef / smaller target_var."
+            ) from error
+        self.policy.optimizer.step()
+
+    def train(self) -> None:
+        """
+        Update policy using the currently gathered rollout buffer.
+        """
+        # Switch to train mode (this affects batch norm / dropout)
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        clip_range_vf = None
+        if self.clip_range_vf is not None:
+            clip_range_vf = self.clip_range_vf(self._current_progress_remaining)  # type: ignore[operator]
+
+        metrics = MinibatchMetrics()
+        iteration = self._n_updates // max(self.n_epochs, 1)
+        for epoch in range(self.n_epochs):
+            metrics.start_epoch()
+            continue_training = True
+            for minibatch, rollout_data in enumerate(self._minibatches()):
+                context = f"train() call {iteration}, epoch {epoch}, minibatch {minibatch}"
+                loss, summary = self._minibatch_loss(rollout_data, clip_range_vf, context)
+                var_coef_used = self.var_coef_controller.value
+                metrics.add(summary, var_coef_used)
+
+                # Approximate reverse KL for early stopping, as PPO (SB3 issue #417)
+                if self.target_kl is not None and summary["approx_kl"] > 1.5 * self.target_kl:
+                    continue_training = False
+                    if self.verbose >= 1:
+                        print(f"Early stopping at step {epoch} due to reaching max kl: {summary['approx_kl']:.2f}")
+                    break
+
+                self._gradient_step(loss, context)
+                self.var_coef_controller.step(summary["ratio_var"])
+
+            self._n_updates += 1
+            if not continue_training:
+                break
+
+        self._record_train_metrics(metrics, clip_range_vf)
+
+    def _record_train_metrics(self, metrics: MinibatchMetrics, clip_range_vf: float | None) -> None:
+        explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
+        for key, value in metrics.as_log_dict(self.ratio_band).items():
+            self.logger.record(f"train/{key}", value)
+        self.logger.record("train/explained_variance", explained_var)
+        if hasattr(self.policy, "log_std"):
+            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+        self.logger.record("train/var_coef", self.var_coef_controller.value)
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        if clip_range_vf is not None:
+            self.logger.record("train/clip_range_vf", clip_range_vf)
+
+    def learn(
+        self: SelfR2VPO,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str = "R2VPO",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfR2VPO:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )

@@ -1,0 +1,117 @@
+import pytest
+import torch as th
+
+from sb3_r2vpo.core import aggregate_loss, clip_objective, get_objective, r2vpo_objective, variance_penalty
+
+
+def _linear_policy_batch(seed: int = 0, n: int = 32, n_actions: int = 5):
+    """A tiny softmax policy, its behavior log-probs (a perturbed copy) and random advantages, in float64."""
+    gen = th.Generator().manual_seed(seed)
+    obs = th.randn(n, 4, generator=gen, dtype=th.float64)
+    weight = th.randn(4, n_actions, generator=gen, dtype=th.float64, requires_grad=True)
+    actions = th.randint(n_actions, (n,), generator=gen)
+    with th.no_grad():
+        behavior_weight = weight + 0.3 * th.randn(4, n_actions, generator=gen, dtype=th.float64)
+        behavior_log_prob = th.log_softmax(obs @ behavior_weight, dim=-1).gather(1, actions[:, None]).squeeze(1)
+    advantages = th.randn(n, generator=gen, dtype=th.float64)
+
+    def log_prob_fn() -> th.Tensor:
+        return th.log_softmax(obs @ weight, dim=-1).gather(1, actions[:, None]).squeeze(1)
+
+    return weight, log_prob_fn, behavior_log_prob, advantages
+
+
+@pytest.mark.parametrize("var_coef", [0.0, 0.06, 1.0, 7.5])
+def test_r2vpo_gradient_is_regularized_advantage(var_coef: float) -> None:
+    """Eq. 8: grad of sum_i loss_i equals sum_i -grad(r_i) (A_i - 2 lam (r_i - 1)), w.r.t. the policy parameters."""
+    weight, log_prob_fn, behavior_log_prob, advantages = _linear_policy_batch()
+    loss, _ = r2vpo_objective(log_prob_fn(), behavior_log_prob, advantages, var_coef=var_coef)
+    (autograd_grad,) = th.autograd.grad(loss.sum(), weight)
+
+    ratio = th.exp(log_prob_fn() - behavior_log_prob)
+    expected = th.zeros_like(weight)
+    for i in range(len(ratio)):
+        (grad_ratio_i,) = th.autograd.grad(ratio[i], weight, retain_graph=True)
+        expected += -grad_ratio_i * (advantages[i] - 2 * var_coef * (ratio[i].detach() - 1))
+    th.testing.assert_close(autograd_grad, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_r2vpo_loss_value() -> None:
+    log_prob = th.tensor([0.0, 0.1, -0.2])
+    behavior = th.tensor([0.0, 0.0, 0.0])
+    adv = th.tensor([1.0, -2.0, 0.5])
+    loss, _ = r2vpo_objective(log_prob, behavior, adv, var_coef=0.5)
+    ratio = th.exp(log_prob)
+    th.testing.assert_close(loss, -ratio * adv + 0.5 * (ratio - 1) ** 2)
+    th.testing.assert_close(variance_penalty(ratio - 1, 2.0), 2.0 * (ratio - 1) ** 2)
+
+
+def test_penalty_is_soft_not_a_clip() -> None:
+    """Far from r = 1 the gradient is attenuated (and reversed past r* = 1 + A / 2 lam), never exactly zero."""
+    behavior = th.zeros(1)
+    adv = th.ones(1)
+    grads = []
+    for log_ratio in (0.0, 0.5, 0.69314718, 1.5):
+        log_prob = th.tensor([log_ratio], requires_grad=True)
+        loss, _ = r2vpo_objective(log_prob, behavior, adv, var_coef=0.5)
+        (grad,) = th.autograd.grad(loss.sum(), log_prob)
+        grads.append(float(grad))
+    assert grads[0] == pytest.approx(-1.0)  # plain policy gradient at r = 1
+    assert grads[0] < grads[1] < 0.0  # attenuated
+    assert abs(grads[2]) < 1e-6  # r = 2 = 1 + A / (2 lam): the stationary point
+    assert grads[3] > 0.0  # pulled back beyond it
+
+
+def test_clip_objective_matches_ppo_formula() -> None:
+    gen = th.Generator().manual_seed(1)
+    log_prob, behavior, adv = th.randn(64, generator=gen) * 0.3, th.zeros(64), th.randn(64, generator=gen)
+    loss, stats = clip_objective(log_prob, behavior, adv, clip_range=0.2)
+    ratio = th.exp(log_prob)
+    expected = -th.min(ratio * adv, th.clamp(ratio, 0.8, 1.2) * adv)
+    th.testing.assert_close(loss, expected)
+    summary = stats.summarize()
+    assert summary["ratio_outside"] == pytest.approx(float(((ratio - 1).abs() > 0.2).float().mean()))
+    loss_high, _ = clip_objective(log_prob, behavior, adv, clip_range=0.2, clip_range_high=0.28)
+    th.testing.assert_close(loss_high, -th.min(ratio * adv, th.clamp(ratio, 0.8, 1.28) * adv))
+
+
+def test_objective_registry() -> None:
+    assert get_objective("r2vpo") is r2vpo_objective
+    with pytest.raises(ValueError, match="Unknown objective 'nope'"):
+        get_objective("nope")
+
+
+def test_shape_mismatch_is_an_error() -> None:
+    with pytest.raises(ValueError, match="same shape"):
+        r2vpo_objective(th.zeros(3), th.zeros(4), th.zeros(3))
+
+
+def test_token_mean_is_exact_under_gradient_accumulation() -> None:
+    """Summing micro-batch losses normalized by the step's token count gives the full-batch gradient."""
+    gen = th.Generator().manual_seed(2)
+    log_prob = (th.randn(6, 10, generator=gen, dtype=th.float64) * 0.1).requires_grad_(True)
+    behavior = th.zeros(6, 10, dtype=th.float64)
+    adv = th.randn(6, 1, generator=gen, dtype=th.float64).expand(6, 10)
+    mask = (th.rand(6, 10, generator=gen) > 0.3).double()
+
+    full, _ = r2vpo_objective(log_prob, behavior, adv, mask=mask, var_coef=0.3)
+    (full_grad,) = th.autograd.grad(aggregate_loss(full, mode="token_mean", mask=mask), log_prob)
+
+    total_tokens = mask.sum()
+    accumulated = th.zeros_like(log_prob)
+    for rows in (slice(0, 2), slice(2, 6)):
+        part, _ = r2vpo_objective(log_prob[rows], behavior[rows], adv[rows], mask=mask[rows], var_coef=0.3)
+        (grad,) = th.autograd.grad(aggregate_loss(part, mode="token_mean", mask=mask[rows], normalizer=total_tokens), log_prob)
+        accumulated += grad
+    th.testing.assert_close(accumulated, full_grad)
+
+
+def test_seq_mean_token_mean() -> None:
+    loss = th.tensor([[1.0, 3.0, 100.0], [2.0, 0.0, 0.0]])
+    mask = th.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    assert float(aggregate_loss(loss, mode="seq_mean_token_mean", mask=mask)) == pytest.approx((2.0 + 2.0) / 2)
+    assert float(aggregate_loss(loss, mode="token_mean", mask=mask)) == pytest.approx(6.0 / 3)
+    with pytest.raises(ValueError, match="Unknown aggregation"):
+        aggregate_loss(loss, mode="sum")
+    with pytest.raises(ValueError, match=r"\[batch, time\]"):
+        aggregate_loss(loss[0], mode="seq_mean_token_mean")
