@@ -57,7 +57,7 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(args.envs), figsize=(6 * len(args.envs), 4), squeeze=False)
-    for ax, env_id in zip(axes[0], args.envs):
+    for ax, env_id in zip(axes[0], args.envs, strict=True):
         for config in args.configs:
             runs = [run_one(env_id, config, seed, args.timesteps, args.eval_freq) for seed in args.seeds]
             finals = [run["final_mean_reward"] for run in runs]
@@ -81,7 +81,10 @@ def main() -> None:
     write_json(OUT_DIR / "summary.json", summary)
     for env_id, table in summary["results"].items():
         for config, row in table.items():
-            print(f"{env_id:14s} {config:18s} final {row['final_mean']:8.1f} +- {row['final_std']:6.1f}  curve mean {row['curve_mean']:8.1f}")
+            print(
+                f"{env_id:14s} {config:18s} final {row['final_mean']:8.1f} +- {row['final_std']:6.1f}  "
+                f"curve mean {row['curve_mean']:8.1f}"
+            )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,13 @@ from sb3_r2vpo.core.aggregation import AGGREGATIONS, aggregate_loss
 from sb3_r2vpo.core.divergences import F_DIVERGENCES, FDivergence, alpha_divergence, f_divergence, target_var_from_divergence
 from sb3_r2vpo.core.dual import DEFAULT_AUTO_INIT, VarCoefController, parse_var_coef
 from sb3_r2vpo.core.objectives import OBJECTIVES, clip_objective, get_objective, r2vpo_objective, variance_penalty
-from sb3_r2vpo.core.ratio import ImportanceRatio, NonFiniteRatioError, importance_ratio, log_importance_ratio, max_finite_log_ratio
+from sb3_r2vpo.core.ratio import (
+    ImportanceRatio,
+    NonFiniteRatioError,
+    importance_ratio,
+    log_importance_ratio,
+    max_finite_log_ratio,
+)
 from sb3_r2vpo.core.stats import DEFAULT_RATIO_BAND, RatioStats
 from sb3_r2vpo.core.validation import check_positive
 

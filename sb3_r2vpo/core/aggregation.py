@@ -30,6 +30,8 @@ def aggregate_loss(
     """
     if mode not in AGGREGATIONS:
         raise ValueError(f"Unknown aggregation mode {mode!r}; choose one of {AGGREGATIONS}")
+    if mask is None and normalizer is None and mode != "seq_mean_token_mean":
+        return per_sample_loss.mean()
     weights = th.ones_like(per_sample_loss) if mask is None else mask.to(per_sample_loss.dtype)
     if mode == "seq_mean_token_mean":
         if per_sample_loss.dim() != 2:

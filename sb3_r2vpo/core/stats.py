@@ -60,30 +60,46 @@ class RatioStats:
         :return: the statistics
         """
         with th.no_grad():
-            dev = ratio_minus_one.detach().float()
-            log_ratio = th.log1p(dev) if log_ratio is None else log_ratio.detach().float()
-            if mask is None:
-                weight = th.ones_like(dev)
-                valid = th.ones_like(dev, dtype=th.bool)
-            else:
-                valid = mask.detach().bool()
-                weight = valid.to(dev.dtype)
-                dev = th.where(valid, dev, th.zeros_like(dev))
-                log_ratio = th.where(valid, log_ratio, th.zeros_like(log_ratio))
-            ratio = dev + 1.0
-            inf = th.tensor(math.inf, dtype=dev.dtype, device=dev.device)
+            dev = ratio_minus_one.detach()
+            log_ratio = th.log1p(dev) if log_ratio is None else log_ratio.detach()
+            if dev.numel() == 0:
+                zero = dev.new_zeros(())
+                return cls(zero, zero, zero, zero, zero, dev.new_tensor(math.inf), dev.new_tensor(-math.inf), zero, band)
+            if mask is not None:
+                return cls._from_masked(dev, log_ratio, mask.detach().bool(), band)
+            # Called once per minibatch in SB3's hot loop: few kernels, no synchronization.
+            min_dev, max_dev = th.aminmax(dev)
             return cls(
-                count=weight.sum(),
-                sum_dev_one=(dev * weight).sum(),
-                sum_sq_dev_one=(dev.square() * weight).sum(),
-                sum_approx_kl=((dev - log_ratio) * weight).sum(),
-                n_outside=((dev.abs() > band) & valid).sum().to(dev.dtype),
-                ratio_min=th.where(valid, ratio, inf).min() if dev.numel() else inf,
-                ratio_max=th.where(valid, ratio, -inf).max() if dev.numel() else -inf,
+                count=dev.new_tensor(float(dev.numel())),
+                sum_dev_one=dev.sum(),
+                sum_sq_dev_one=dev.square().sum(),
+                sum_approx_kl=(dev - log_ratio).sum(),
+                n_outside=(dev.abs() > band).sum(),
+                ratio_min=min_dev + 1.0,
+                ratio_max=max_dev + 1.0,
                 # NaN propagates through max(), so a NaN ratio is never hidden here.
-                max_abs_log_ratio=log_ratio.abs().max() if dev.numel() else th.zeros((), device=dev.device),
+                max_abs_log_ratio=log_ratio.abs().max(),
                 band=band,
             )
+
+    @classmethod
+    def _from_masked(cls, dev: th.Tensor, log_ratio: th.Tensor, valid: th.Tensor, band: float) -> "RatioStats":
+        # th.where instead of boolean indexing: indexing would synchronize with the GPU for every micro-batch.
+        zeros = th.zeros_like(dev)
+        dev_valid = th.where(valid, dev, zeros)
+        log_ratio_valid = th.where(valid, log_ratio, zeros)
+        inf = th.full_like(dev, math.inf)
+        return cls(
+            count=valid.sum().to(dev.dtype),
+            sum_dev_one=dev_valid.sum(),
+            sum_sq_dev_one=dev_valid.square().sum(),
+            sum_approx_kl=(dev_valid - log_ratio_valid).sum(),
+            n_outside=((dev_valid.abs() > band) & valid).sum(),
+            ratio_min=th.where(valid, dev, inf).min() + 1.0,
+            ratio_max=th.where(valid, dev, -inf).max() + 1.0,
+            max_abs_log_ratio=log_ratio_valid.abs().max(),
+            band=band,
+        )
 
     def merge(self, other: "RatioStats") -> "RatioStats":
         """
@@ -106,9 +122,14 @@ class RatioStats:
             band=self.band,
         )
 
+    @classmethod
+    def tensor_names(cls) -> list[str]:
+        """Names of the tensor fields, in order."""
+        return [f.name for f in fields(cls) if f.name != "band"]
+
     def tensors(self) -> list[th.Tensor]:
         """The statistics as a list of tensors, in field order (for all-reduce or stacking)."""
-        return [getattr(self, f.name) for f in fields(self) if f.name != "band"]
+        return [getattr(self, name) for name in self.tensor_names()]
 
     def summarize(self, *, context: str = "", extra: dict[str, th.Tensor] | None = None) -> dict[str, float]:
         """
@@ -123,9 +144,11 @@ class RatioStats:
         :raises NonFiniteRatioError: if a ratio statistic or an extra value is NaN or infinite
         """
         extra = extra or {}
-        stacked = th.stack([t.detach().float().reshape(()) for t in [*self.tensors(), *extra.values()]]).tolist()
-        raw = dict(zip([f.name for f in fields(self) if f.name != "band"], stacked))
-        extra_values = dict(zip(extra.keys(), stacked[len(raw) :]))
+        # One stack and one transfer: a single device synchronization for all statistics and extras.
+        stacked = th.stack([*self.tensors(), *extra.values()]).detach().double().tolist()
+        names = self.tensor_names()
+        raw = dict(zip(names, stacked[: len(names)], strict=True))
+        extra_values = dict(zip(extra.keys(), stacked[len(names) :], strict=True))
         count = max(raw["count"], 1.0)
         mean_dev = raw["sum_dev_one"] / count
         second_moment = raw["sum_sq_dev_one"] / count

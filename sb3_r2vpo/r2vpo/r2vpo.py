@@ -26,7 +26,7 @@ SelfR2VPO = TypeVar("SelfR2VPO", bound="R2VPO")
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) and not (is_real_number(value) and float(value).is_integer()):
+    if isinstance(value, bool) or (not isinstance(value, int) and not (is_real_number(value) and float(value).is_integer())):
         raise ValueError(f"{name}={value!r} (type {type(value).__name__}) is invalid: expected an integer >= {minimum}")
     if int(value) < minimum:
         raise ValueError(f"{name}={value!r} is out of range: expected an integer >= {minimum}")

@@ -15,7 +15,9 @@ def test_parse_var_coef() -> None:
     assert parse_var_coef("auto_0") == (0.0, True)
 
 
-@pytest.mark.parametrize("bad", [-0.1, math.nan, math.inf, "0.5", "autox", "auto_", "auto_abc", "auto_-1", "auto_inf", None, True, [1]])
+@pytest.mark.parametrize(
+    "bad", [-0.1, math.nan, math.inf, "0.5", "autox", "auto_", "auto_abc", "auto_-1", "auto_inf", None, True, [1]]
+)
 def test_bad_var_coef(bad: object) -> None:
     with pytest.raises(ValueError, match="var_coef"):
         parse_var_coef(bad)  # type: ignore[arg-type]

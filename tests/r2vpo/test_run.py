@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.envs import FakeImageEnv, IdentityEnv, IdentityEnvBox, IdentityEnvMultiBinary, IdentityEnvMultiDiscrete, SimpleMultiObsEnv
+from stable_baselines3.common.envs import (
+    FakeImageEnv,
+    IdentityEnv,
+    IdentityEnvBox,
+    IdentityEnvMultiBinary,
+    IdentityEnvMultiDiscrete,
+    SimpleMultiObsEnv,
+)
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import SubprocVecEnv
 
@@ -67,7 +74,16 @@ def test_logged_keys_are_finite(tmp_path, tiny_kwargs: dict) -> None:
 
 def test_adaptive_var_coef_moves_towards_target(tiny_kwargs: dict) -> None:
     """With a tiny target the measured ratio variance is above it, so lam must rise; with a huge one, fall."""
-    high = R2VPO("MlpPolicy", "CartPole-v1", var_coef="auto_1.0", target_var=1e-6, var_coef_lr=10.0, learning_rate=1e-2, seed=0, **tiny_kwargs)
+    high = R2VPO(
+        "MlpPolicy",
+        "CartPole-v1",
+        var_coef="auto_1.0",
+        target_var=1e-6,
+        var_coef_lr=10.0,
+        learning_rate=1e-2,
+        seed=0,
+        **tiny_kwargs,
+    )
     high.learn(256)
     assert high.var_coef_value > 1.0
     low = R2VPO("MlpPolicy", "CartPole-v1", var_coef="auto_1.0", target_var=10.0, var_coef_lr=0.01, seed=0, **tiny_kwargs)

@@ -1,0 +1,132 @@
+"""
+Learning check of R2VPO on CartPole-v1 and Pendulum-v1 with the shipped hyperparameters (``hyperparams/r2vpo.yml``),
+with SB3 PPO on rl_zoo3's tuned ``ppo.yml`` entry beside it when rl_zoo3 is installed (``pip install .[zoo]``).
+
+Targets: CartPole-v1 reaches a mean deterministic evaluation return of 500 within 100k steps for every seed;
+Pendulum-v1 reaches >= -200 within 100k steps.
+
+    python -m benchmarks.classic_control --seeds 0 1 2
+
+Writes one JSON per run under ``results/classic_control/runs`` (reruns skip finished runs), ``summary.json``
+and ``curves.png``.
+"""
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3 import PPO
+
+from benchmarks.common import (
+    HYPERPARAMS_DIR,
+    RESULTS_DIR,
+    load_zoo_entry,
+    make_env,
+    mean_curve,
+    steps_to_threshold,
+    train_and_evaluate,
+    versions,
+    write_json,
+    zoo_entry_to_kwargs,
+)
+from sb3_r2vpo import R2VPO
+
+THRESHOLDS = {"CartPole-v1": 500.0, "Pendulum-v1": -200.0}
+OUT_DIR = RESULTS_DIR / "classic_control"
+
+
+def ppo_hyperparams_file() -> Path | None:
+    """rl_zoo3's tuned PPO hyperparameters, when rl_zoo3 is installed."""
+    try:
+        import rl_zoo3
+    except ImportError:
+        return None
+    return Path(rl_zoo3.__file__).parent / "hyperparams" / "ppo.yml"
+
+
+def run_one(algo: str, env_id: str, seed: int, eval_freq: int) -> dict[str, Any]:
+    path = OUT_DIR / "runs" / f"{env_id}__{algo}__{seed}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    hyperparams_file = HYPERPARAMS_DIR / "r2vpo.yml" if algo == "r2vpo" else ppo_hyperparams_file()
+    assert hyperparams_file is not None
+    entry = load_zoo_entry(hyperparams_file, env_id)
+    kwargs, env_settings = zoo_entry_to_kwargs(entry)
+    policy = kwargs.pop("policy")
+    algo_class = R2VPO if algo == "r2vpo" else PPO
+    env = make_env(env_id, env_settings["n_envs"], seed, env_settings["normalize"])
+    model = algo_class(policy, env, seed=seed, **kwargs)
+    result = train_and_evaluate(model, env_id, env_settings["n_timesteps"], seed, eval_freq)
+    payload = {
+        "algo": algo,
+        "env_id": env_id,
+        "seed": seed,
+        "hyperparams": entry,
+        "hyperparams_file": str(hyperparams_file.name),
+        "versions": versions(),
+        **result,
+    }
+    write_json(path, payload)
+    print(f"{env_id:12s} {algo:6s} seed {seed}: final {result['final_mean_reward']:8.1f} ({result['wall_time_s']:.0f}s)")
+    return payload
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--envs", nargs="+", default=list(THRESHOLDS), choices=list(THRESHOLDS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--eval-freq", type=int, default=5_000)
+    parser.add_argument("--no-ppo", action="store_true", help="skip the PPO baseline")
+    args = parser.parse_args()
+
+    algos = ["r2vpo"]
+    if not args.no_ppo:
+        if ppo_hyperparams_file() is None:
+            print("rl_zoo3 is not installed: skipping the PPO baseline (pip install .[zoo])")
+        else:
+            algos.append("ppo")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary: dict[str, Any] = {"seeds": args.seeds, "thresholds": THRESHOLDS, "results": {}}
+    fig, axes = plt.subplots(1, len(args.envs), figsize=(6 * len(args.envs), 4), squeeze=False)
+    for ax, env_id in zip(axes[0], args.envs, strict=True):
+        for algo in algos:
+            runs = [run_one(algo, env_id, seed, args.eval_freq) for seed in args.seeds]
+            reached = [steps_to_threshold(run["curve"], THRESHOLDS[env_id]) for run in runs]
+            finals = [run["final_mean_reward"] for run in runs]
+            summary["results"].setdefault(env_id, {})[algo] = {
+                "final_mean_rewards": finals,
+                "best_mean_rewards": [max(p["mean_reward"] for p in run["curve"]) for run in runs],
+                "steps_to_threshold": reached,
+                "seeds_reaching_threshold": int(sum(np.isfinite(reached))),
+                "wall_time_s": [run["wall_time_s"] for run in runs],
+            }
+            steps, mean, std = mean_curve([run["curve"] for run in runs])
+            ax.plot(steps, mean, label=f"{algo} ({len(runs)} seeds)")
+            ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+        ax.axhline(THRESHOLDS[env_id], color="grey", linestyle="--", linewidth=1)
+        ax.set_title(env_id)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("deterministic eval return (10 episodes)")
+        ax.legend()
+    fig.tight_layout()
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    fig.savefig(OUT_DIR / "curves.png", dpi=100)
+    write_json(OUT_DIR / "summary.json", summary)
+    for env_id, table in summary["results"].items():
+        for algo, row in table.items():
+            print(
+                f"{env_id:12s} {algo:6s} reached {THRESHOLDS[env_id]:g} in "
+                f"{row['seeds_reaching_threshold']}/{len(args.seeds)} seeds at steps {row['steps_to_threshold']}; "
+                f"final {np.round(row['final_mean_rewards'], 1).tolist()}"
+            )
+
+
+if __name__ == "__main__":
+    main()
