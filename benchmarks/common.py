@@ -96,6 +96,9 @@ class EvalCurveCallback(BaseCallback):
     """
     Evaluate the deterministic policy on a separate env every ``eval_freq`` environment steps.
 
+    The untrained policy is evaluated once before training (``initial_mean_reward``), outside the curve: a
+    deterministic random network can score well on some tasks (CartPole) and must not count as "reached".
+
     :param eval_env_id: id of the evaluation env
     :param eval_freq: evaluation period, in total environment steps
     :param n_eval_episodes: episodes per evaluation
@@ -109,10 +112,19 @@ class EvalCurveCallback(BaseCallback):
         self.n_eval_episodes = n_eval_episodes
         self.seed = seed
         self.curve: list[dict[str, float]] = []
-        self._next_eval = 0
+        self.initial_mean_reward = float("nan")
+        self._next_eval = eval_freq
+
+    def _on_training_start(self) -> None:
+        self.initial_mean_reward = self._run_evaluation()[0]
 
     def evaluate(self) -> float:
         """Run one evaluation now and append it to the curve."""
+        mean_reward, std_reward = self._run_evaluation()
+        self.curve.append({"timesteps": int(self.num_timesteps), "mean_reward": mean_reward, "std": std_reward})
+        return mean_reward
+
+    def _run_evaluation(self) -> tuple[float, float]:
         eval_env = make_vec_env(self.eval_env_id, n_envs=1, seed=self.seed + 10_000)
         train_env = self.model.get_env()
         if isinstance(train_env, VecNormalize):
@@ -120,8 +132,7 @@ class EvalCurveCallback(BaseCallback):
             eval_env.obs_rms = train_env.obs_rms
         mean_reward, std_reward = evaluate_policy(self.model, eval_env, n_eval_episodes=self.n_eval_episodes)
         eval_env.close()
-        self.curve.append({"timesteps": int(self.num_timesteps), "mean_reward": float(mean_reward), "std": float(std_reward)})
-        return float(mean_reward)
+        return float(mean_reward), float(std_reward)
 
     def _on_step(self) -> bool:
         if self.num_timesteps >= self._next_eval:
@@ -136,7 +147,7 @@ def train_and_evaluate(
     """
     Train with an evaluation curve and a final evaluation.
 
-    :return: ``curve``, ``final_mean_reward`` and ``wall_time_s``
+    :return: ``initial_mean_reward``, ``curve``, ``final_mean_reward`` and ``wall_time_s`` (training only)
     """
     callback = EvalCurveCallback(env_id, eval_freq, n_eval_episodes, seed)
     start = time.perf_counter()
@@ -144,7 +155,12 @@ def train_and_evaluate(
     wall_time = time.perf_counter() - start
     if not callback.curve or callback.curve[-1]["timesteps"] < model.num_timesteps:
         callback.evaluate()
-    return {"curve": callback.curve, "final_mean_reward": callback.curve[-1]["mean_reward"], "wall_time_s": wall_time}
+    return {
+        "initial_mean_reward": callback.initial_mean_reward,
+        "curve": callback.curve,
+        "final_mean_reward": callback.curve[-1]["mean_reward"],
+        "wall_time_s": wall_time,
+    }
 
 
 def steps_to_threshold(curve: list[dict[str, float]], threshold: float) -> float:

@@ -1,6 +1,19 @@
 """R2VPO (Ratio-Variance Regularized Policy Optimization) for Stable-Baselines3."""
 
-from sb3_r2vpo.r2vpo import R2VPO
+from typing import TYPE_CHECKING, Any
+
 from sb3_r2vpo.version import __version__
 
+if TYPE_CHECKING:
+    from sb3_r2vpo.r2vpo import R2VPO
+
 __all__ = ["R2VPO", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: `import sb3_r2vpo.core` (used by the LLM adapter) must not import Stable-Baselines3 or gymnasium.
+    if name == "R2VPO":
+        from sb3_r2vpo.r2vpo import R2VPO
+
+        return R2VPO
+    raise AttributeError(f"module 'sb3_r2vpo' has no attribute {name!r}")

@@ -55,7 +55,7 @@ class VarCoefController:
 
     def __init__(self, var_coef: float | str, *, target_var: float, var_coef_lr: float, var_coef_max: float) -> None:
         init, self.adaptive = parse_var_coef(var_coef)
-        self.target_var = check_positive("target_var", target_var)
+        self._target_var = check_positive("target_var", target_var)
         self.var_coef_lr = check_positive("var_coef_lr", var_coef_lr, allow_zero=True)
         self.var_coef_max = check_positive("var_coef_max", var_coef_max)
         if init > self.var_coef_max:
@@ -65,6 +65,15 @@ class VarCoefController:
             )
         self.value = init
         self.n_steps = 0
+
+    @property
+    def target_var(self) -> float:
+        """The target ratio variance ``delta``; it may be changed between steps (schedules), to any value >= 0."""
+        return self._target_var
+
+    @target_var.setter
+    def target_var(self, value: float) -> None:
+        self._target_var = check_positive("target_var", value, allow_zero=True)
 
     def step(self, ratio_var: float) -> float:
         """
@@ -99,7 +108,7 @@ class VarCoefController:
         :param state: the saved state
         """
         self.adaptive = bool(state["adaptive"])
-        self.target_var = check_positive("target_var", state["target_var"])
+        self.target_var = state["target_var"]
         self.var_coef_lr = check_positive("var_coef_lr", state["var_coef_lr"], allow_zero=True)
         self.var_coef_max = check_positive("var_coef_max", state["var_coef_max"])
         value = check_positive("var_coef", state["value"], allow_zero=True)

@@ -44,6 +44,12 @@ def _check_schedule(name: str, value: Any) -> None:
         check_positive(name, value)
 
 
+def _check_schedule_value(name: str, schedule: float | Schedule, progress_remaining: float, *, allow_zero: bool) -> float:
+    """The value of a float-or-schedule hyperparameter at ``progress_remaining``, validated (a schedule may end at 0)."""
+    value = schedule(progress_remaining) if callable(schedule) else schedule
+    return check_positive(f"{name} (at progress_remaining={progress_remaining:.3g})", value, allow_zero=allow_zero)
+
+
 class R2VPO(OnPolicyAlgorithm):
     """
     Ratio-Variance Regularized Policy Optimization (R2VPO-ON).
@@ -77,8 +83,10 @@ class R2VPO(OnPolicyAlgorithm):
     :param var_coef: ``lam``, the weight of the ratio-variance penalty ``lam (r - 1)^2``. A number >= 0 keeps it
         fixed (the paper uses 0.06 on continuous control); ``"auto"`` adapts it by dual ascent starting from 1.0,
         ``"auto_0.1"`` starting from 0.1.
-    :param target_var: The target ratio variance ``delta = E[(r - 1)^2]`` of the adaptive mode. To think in a
-        divergence budget instead, use :func:`sb3_r2vpo.core.target_var_from_divergence` (KL budget / 0.5).
+    :param target_var: The target ratio variance ``delta = E[(r - 1)^2]`` of the adaptive mode, or a function of
+        the current progress remaining (from 1 to 0), like PPO's ``clip_range``: a schedule that anneals the target
+        tightens the trust region as the learning rate decays. To think in a divergence budget instead, use
+        :func:`sb3_r2vpo.core.target_var_from_divergence` (KL budget / 0.5).
     :param var_coef_lr: The dual step size: after each gradient step,
         ``lam <- clip(lam + var_coef_lr * (ratio_var - target_var), 0, var_coef_max)``
     :param var_coef_max: Upper bound of the projection of ``lam``
@@ -130,7 +138,7 @@ class R2VPO(OnPolicyAlgorithm):
         gamma: float = 0.99,
         gae_lambda: float = 0.95,
         var_coef: float | str = "auto",
-        target_var: float = 0.02,
+        target_var: float | Schedule = 0.02,
         var_coef_lr: float = 0.1,
         var_coef_max: float = 100.0,
         clip_range_vf: float | Schedule | None = None,
@@ -152,8 +160,10 @@ class R2VPO(OnPolicyAlgorithm):
         _init_setup_model: bool = True,
     ):
         # Validate everything before the environment is built or any memory is allocated.
+        _check_schedule("target_var", target_var)
+        initial_target_var = _check_schedule_value("target_var", target_var, 1.0, allow_zero=False)
         self.var_coef_controller = VarCoefController(
-            var_coef, target_var=target_var, var_coef_lr=var_coef_lr, var_coef_max=var_coef_max
+            var_coef, target_var=initial_target_var, var_coef_lr=var_coef_lr, var_coef_max=var_coef_max
         )
         _check_schedule("learning_rate", learning_rate)
         n_steps = _check_int("n_steps", n_steps, 1)
@@ -201,6 +211,7 @@ class R2VPO(OnPolicyAlgorithm):
         self.batch_size = batch_size
         self.n_epochs = n_epochs
         self.var_coef = var_coef
+        self.target_var = target_var
         self.clip_range_vf = clip_range_vf
         self.normalize_advantage = normalize_advantage
         self.target_kl = target_kl
@@ -228,6 +239,7 @@ class R2VPO(OnPolicyAlgorithm):
 
     def _setup_model(self) -> None:
         super()._setup_model()
+        self.target_var = FloatSchedule(self.target_var)
         if self.clip_range_vf is not None:
             self.clip_range_vf = FloatSchedule(self.clip_range_vf)
 
@@ -309,6 +321,9 @@ class R2VPO(OnPolicyAlgorithm):
         # Switch to train mode (this affects batch norm / dropout)
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
+        self.var_coef_controller.target_var = _check_schedule_value(
+            "target_var", self.target_var, self._current_progress_remaining, allow_zero=True
+        )
         clip_range_vf = None
         if self.clip_range_vf is not None:
             clip_range_vf = self.clip_range_vf(self._current_progress_remaining)  # type: ignore[operator]
@@ -348,6 +363,7 @@ class R2VPO(OnPolicyAlgorithm):
         if hasattr(self.policy, "log_std"):
             self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
         self.logger.record("train/var_coef", self.var_coef_controller.value)
+        self.logger.record("train/target_var", self.var_coef_controller.target_var)
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         if clip_range_vf is not None:
             self.logger.record("train/clip_range_vf", clip_range_vf)

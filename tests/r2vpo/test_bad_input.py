@@ -79,3 +79,8 @@ def test_non_finite_ratio_during_training_is_reported_with_context(tiny_kwargs: 
     # The error fires before any gradient step: the weights are untouched.
     for key, value in model.policy.state_dict().items():
         assert th.equal(value, params_before[key]), key
+
+
+def test_target_var_schedule_is_checked_at_construction() -> None:
+    with pytest.raises(ValueError, match="target_var"):
+        R2VPO("MlpPolicy", MISSING_ENV, target_var=lambda progress: -1.0)

@@ -171,3 +171,20 @@ def test_set_env(tiny_kwargs: dict) -> None:
     assert model.get_env() is new_env
     model.learn(128, reset_num_timesteps=False)
     assert model.num_timesteps == 192
+
+
+def test_target_var_schedule(tmp_path, tiny_kwargs: dict) -> None:
+    model = R2VPO("MlpPolicy", "CartPole-v1", target_var=lambda progress: 0.02 * progress, seed=0, **tiny_kwargs)
+    model.set_logger(configure(str(tmp_path), ["csv"]))
+    model.learn(4 * tiny_kwargs["n_steps"])
+    with open(tmp_path / "progress.csv") as file:
+        targets = [float(row["train/target_var"]) for row in csv.DictReader(file) if row["train/target_var"]]
+    # train() runs after each of the 4 rollouts, at progress_remaining 0.75, 0.5, 0.25 and 0.
+    assert targets == pytest.approx([0.015, 0.01, 0.005])
+    assert model.var_coef_controller.target_var == 0.0
+
+
+def test_target_var_schedule_going_negative_is_reported(tiny_kwargs: dict) -> None:
+    model = R2VPO("MlpPolicy", "CartPole-v1", target_var=lambda progress: progress - 0.5, seed=0, **tiny_kwargs)
+    with pytest.raises(ValueError, match=r"target_var \(at progress_remaining=0\.\d+\)"):
+        model.learn(4 * tiny_kwargs["n_steps"])
