@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 import sb3_r2vpo
@@ -48,3 +49,15 @@ def test_quickstart_runs_and_prints_an_evaluation() -> None:
         check=True,
     )
     assert "R2VPO on CartPole-v1 after 2048 steps: mean reward" in result.stdout
+
+
+def test_every_subpackage_is_listed_for_the_wheel() -> None:
+    """pyproject.toml lists packages explicitly (for the hyperparams mapping): a new subpackage must be added there."""
+    tomllib = pytest.importorskip("tomllib")
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(init.parent.relative_to(REPO).parts)
+        for top in ("sb3_r2vpo", "llm_adapter")
+        for init in (REPO / top).rglob("__init__.py")
+    }
+    assert found <= listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"
