@@ -6,8 +6,9 @@ from sb3_r2vpo.version import __version__
 
 if TYPE_CHECKING:
     from sb3_r2vpo.r2vpo import R2VPO
+    from sb3_r2vpo.r2vpo_off import R2VPOOff
 
-__all__ = ["R2VPO", "__version__"]
+__all__ = ["R2VPO", "R2VPOOff", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -16,4 +17,8 @@ def __getattr__(name: str) -> Any:
         from sb3_r2vpo.r2vpo import R2VPO
 
         return R2VPO
+    if name == "R2VPOOff":
+        from sb3_r2vpo.r2vpo_off import R2VPOOff
+
+        return R2VPOOff
     raise AttributeError(f"module 'sb3_r2vpo' has no attribute {name!r}")

@@ -14,7 +14,7 @@ from sb3_r2vpo.core.ratio import (
     log_importance_ratio,
     max_finite_log_ratio,
 )
-from sb3_r2vpo.core.stats import DEFAULT_RATIO_BAND, RatioStats
+from sb3_r2vpo.core.stats import DEFAULT_RATIO_BAND, RatioStats, grouped_second_moment
 from sb3_r2vpo.core.validation import check_positive
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "clip_objective",
     "f_divergence",
     "get_objective",
+    "grouped_second_moment",
     "importance_ratio",
     "log_importance_ratio",
     "max_finite_log_ratio",

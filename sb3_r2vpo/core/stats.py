@@ -176,3 +176,20 @@ class RatioStats:
                 "(or a smaller target_var), fewer n_epochs, or check the environment's observations and rewards."
             )
         return summary
+
+
+def grouped_second_moment(ratio_minus_one: th.Tensor, group_ids: th.Tensor, n_groups: int) -> tuple[th.Tensor, th.Tensor]:
+    """
+    Per-group ``sum((r - 1)^2)`` and sample counts, e.g. the ratio variance by staleness in a replay.
+
+    :param ratio_minus_one: ``r - 1`` for every sample (1-D)
+    :param group_ids: integer group of every sample, in ``[0, n_groups)``
+    :param n_groups: number of groups
+    :return: ``(sum_sq_dev_one, count)``, each of shape ``[n_groups]``
+    """
+    with th.no_grad():
+        dev = ratio_minus_one.detach().reshape(-1)
+        groups = group_ids.reshape(-1).long()
+        sums = th.zeros(n_groups, dtype=dev.dtype, device=dev.device).scatter_add_(0, groups, dev.square())
+        counts = th.bincount(groups, minlength=n_groups)[:n_groups].to(dev.dtype)
+        return sums, counts

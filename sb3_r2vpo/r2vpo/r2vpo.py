@@ -248,9 +248,18 @@ class R2VPO(OnPolicyAlgorithm):
         """The current ``lam``."""
         return self.var_coef_controller.value
 
-    def _minibatches(self) -> Iterator[RolloutBufferSamples]:
-        """One pass over the training data, in minibatches (R2VPO-OFF overrides this to draw from its replay)."""
-        yield from self.rollout_buffer.get(self.batch_size)
+    def _training_epochs(self) -> Iterator[Iterator[RolloutBufferSamples]]:
+        """The minibatches of one ``train()`` call, epoch by epoch (R2VPO-OFF overrides this to draw from its replay)."""
+        for _ in range(self.n_epochs):
+            yield self.rollout_buffer.get(self.batch_size)
+
+    def _extra_minibatch_stats(self, log_prob: th.Tensor, rollout_data: RolloutBufferSamples) -> dict[str, th.Tensor]:
+        """More scalar tensors to fetch with the minibatch statistics (R2VPO-OFF: per-staleness ratio moments)."""
+        return {}
+
+    def _accumulate(self, metrics: MinibatchMetrics, summary: dict[str, float], var_coef: float) -> None:
+        """Add one minibatch's summary to the running metrics."""
+        metrics.add(summary, var_coef)
 
     def _minibatch_loss(
         self, rollout_data: RolloutBufferSamples, clip_range_vf: float | None, context: str
@@ -292,7 +301,13 @@ class R2VPO(OnPolicyAlgorithm):
         loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
         summary = ratio_stats.summarize(
             context=context,
-            extra={"policy_loss": policy_loss, "value_loss": value_loss, "entropy_loss": entropy_loss, "loss": loss},
+            extra={
+                "policy_loss": policy_loss,
+                "value_loss": value_loss,
+                "entropy_loss": entropy_loss,
+                "loss": loss,
+                **self._extra_minibatch_stats(log_prob, rollout_data),
+            },
         )
         return loss, summary
 
@@ -330,14 +345,13 @@ class R2VPO(OnPolicyAlgorithm):
 
         metrics = MinibatchMetrics()
         iteration = self._n_updates // max(self.n_epochs, 1)
-        for epoch in range(self.n_epochs):
+        for epoch, minibatches in enumerate(self._training_epochs()):
             metrics.start_epoch()
             continue_training = True
-            for minibatch, rollout_data in enumerate(self._minibatches()):
+            for minibatch, rollout_data in enumerate(minibatches):
                 context = f"train() call {iteration}, epoch {epoch}, minibatch {minibatch}"
                 loss, summary = self._minibatch_loss(rollout_data, clip_range_vf, context)
-                var_coef_used = self.var_coef_controller.value
-                metrics.add(summary, var_coef_used)
+                self._accumulate(metrics, summary, self.var_coef_controller.value)
 
                 # Approximate reverse KL for early stopping, as PPO (SB3 issue #417)
                 if self.target_kl is not None and summary["approx_kl"] > 1.5 * self.target_kl:

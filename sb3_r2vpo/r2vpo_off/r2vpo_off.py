@@ -1,0 +1,322 @@
+import math
+import pathlib
+import warnings
+from collections.abc import Iterator
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.save_util import load_from_pkl, save_to_pkl
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.vec_env import VecEnv
+
+from sb3_r2vpo.core import check_positive, grouped_second_moment, importance_ratio
+from sb3_r2vpo.r2vpo.metrics import MinibatchMetrics
+from sb3_r2vpo.r2vpo.r2vpo import R2VPO, _check_int
+from sb3_r2vpo.r2vpo_off.buffers import (
+    ReplayBufferSamples,
+    RolloutReplayBuffer,
+    TimeoutRecord,
+    available_memory_bytes,
+    replay_nbytes,
+)
+
+SelfR2VPOOff = TypeVar("SelfR2VPOOff", bound="R2VPOOff")
+
+
+class R2VPOOff(R2VPO):
+    """
+    R2VPO-OFF: R2VPO with a FIFO replay of the last ``replay_capacity`` rollouts (Algorithm 2 of the paper).
+
+    After each rollout, minibatches are drawn uniformly from every stored transition, fresh and stale. Each
+    transition keeps the log-probability of the policy that collected it, and the ratio of stale data is
+    taken against that behavior log-probability: the variance penalty ``lam (r - 1)^2`` softly down-weights
+    data that the policy has moved away from, where PPO's clip would zero its gradient.
+
+    ``utd_ratio`` (update-to-data) is the number of gradient passes per fresh sample per iteration: each
+    iteration draws ``utd_ratio * n_steps * n_envs`` samples from the replay, in minibatches of
+    ``batch_size``. It replaces PPO's ``n_epochs``: with ``replay_capacity=1`` it *is* ``n_epochs``, and the
+    algorithm is exactly R2VPO-ON.
+
+    Stale rollouts' advantages and value targets are recomputed with the current critic before each update
+    (GAE over the stored trajectory, re-bootstrapping rollout ends and time-limit truncations), or kept as
+    they were at collection (``recompute_advantages=False``).
+
+    Paper: "Ratio-Variance Regularized Policy Optimization", https://arxiv.org/abs/2605.26784
+
+    :param policy: The policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy)
+    :param env: The environment to learn from (if registered in Gym, can be str)
+    :param learning_rate: The learning rate, it can be a function of the current progress remaining (from 1 to 0)
+    :param n_steps: The number of steps to run for each environment per update (rollout length)
+    :param batch_size: Minibatch size
+    :param replay_capacity: How many past rollouts (iterations) the FIFO keeps, the newest included (paper: 4)
+    :param utd_ratio: Gradient passes per fresh sample per iteration (paper: 2); plays the role of ``n_epochs``
+    :param recompute_advantages: Recompute stale rollouts' values, advantages and returns with the current critic
+        before each update (True), or keep those computed at collection time (False)
+    :param gamma: Discount factor
+    :param gae_lambda: Factor for trade-off of bias vs variance for Generalized Advantage Estimator
+    :param var_coef: ``lam``, the weight of the ratio-variance penalty (see :class:`sb3_r2vpo.R2VPO`)
+    :param target_var: The target ratio variance of the adaptive mode (float or schedule)
+    :param var_coef_lr: The dual step size
+    :param var_coef_max: Upper bound of the projection of ``lam``
+    :param clip_range_vf: Clipping parameter for the value function (None: no clipping)
+    :param normalize_advantage: Whether to normalize or not the advantage (per minibatch)
+    :param ent_coef: Entropy coefficient for the loss calculation
+    :param vf_coef: Value function coefficient for the loss calculation
+    :param max_grad_norm: The maximum value for the gradient clipping
+    :param use_sde: Whether to use generalized State Dependent Exploration (gSDE)
+    :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE
+    :param rollout_buffer_class: Rollout buffer class to use. If ``None``, it will be automatically selected.
+    :param rollout_buffer_kwargs: Keyword arguments to pass to the rollout buffer on creation
+    :param target_kl: Limit the KL divergence between updates (early stop, as in PPO)
+    :param stats_window_size: Window size for the rollout logging
+    :param tensorboard_log: the log location for tensorboard (if None, no logging)
+    :param policy_kwargs: additional arguments to be passed to the policy on creation
+    :param verbose: Verbosity level: 0 for no output, 1 for info messages, 2 for debug messages
+    :param seed: Seed for the pseudo random generators
+    :param device: Device (cpu, cuda, ...) on which the code should be run.
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance
+    """
+
+    replay_buffer: RolloutReplayBuffer
+    policy_aliases: ClassVar = R2VPO.policy_aliases
+
+    def __init__(
+        self,
+        policy: str | type[ActorCriticPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 3e-4,
+        n_steps: int = 2048,
+        batch_size: int = 64,
+        replay_capacity: int = 4,
+        utd_ratio: float = 2.0,
+        recompute_advantages: bool = True,
+        gamma: float = 0.99,
+        gae_lambda: float = 0.95,
+        var_coef: float | str = "auto",
+        target_var: float | Schedule = 0.02,
+        var_coef_lr: float = 0.1,
+        var_coef_max: float = 100.0,
+        clip_range_vf: float | Schedule | None = None,
+        normalize_advantage: bool = True,
+        ent_coef: float = 0.0,
+        vf_coef: float = 0.5,
+        max_grad_norm: float = 0.5,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        rollout_buffer_class: type[RolloutBuffer] | None = None,
+        rollout_buffer_kwargs: dict[str, Any] | None = None,
+        target_kl: float | None = None,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ):
+        self.replay_capacity = _check_int("replay_capacity", replay_capacity, 1)
+        self.utd_ratio = check_positive("utd_ratio", utd_ratio)
+        self.recompute_advantages = bool(recompute_advantages)
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            batch_size=batch_size,
+            # SB3 counts updates in epochs; an epoch here is n_steps * n_envs samples drawn from the replay.
+            n_epochs=max(1, math.ceil(self.utd_ratio)),
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            var_coef=var_coef,
+            target_var=target_var,
+            var_coef_lr=var_coef_lr,
+            var_coef_max=var_coef_max,
+            clip_range_vf=clip_range_vf,
+            normalize_advantage=normalize_advantage,
+            ent_coef=ent_coef,
+            vf_coef=vf_coef,
+            max_grad_norm=max_grad_norm,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
+            rollout_buffer_class=rollout_buffer_class,
+            rollout_buffer_kwargs=rollout_buffer_kwargs,
+            target_kl=target_kl,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+            _init_setup_model=False,
+        )
+        self._replay_iteration = 0
+        if self.env is not None:
+            self._check_replay_memory(self.env)
+        if _init_setup_model:
+            self._setup_model()
+
+    def _check_replay_memory(self, env: VecEnv) -> None:
+        needed = replay_nbytes(self.replay_capacity, self.n_steps, env.num_envs, env.observation_space, env.action_space)
+        available = available_memory_bytes()
+        if available is not None and needed > available:
+            raise ValueError(
+                f"replay_capacity={self.replay_capacity} needs {needed / 2**30:.2f} GiB for "
+                f"{self.replay_capacity} rollouts of n_steps * n_envs = {self.n_steps * env.num_envs} transitions, "
+                f"but only {available / 2**30:.2f} GiB of memory is available: lower replay_capacity or n_steps"
+            )
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        self.replay_buffer = RolloutReplayBuffer(
+            self.replay_capacity, self.n_steps, self.n_envs, self.observation_space, self.action_space, self.device
+        )
+        self._pending_timeouts: list[tuple[int, int, Any, float]] = []
+
+    def _excluded_save_params(self) -> list[str]:
+        # The replay is saved separately (save_replay_buffer), as SB3's off-policy algorithms do.
+        return [*super()._excluded_save_params(), "replay_buffer", "_pending_timeouts"]
+
+    def collect_rollouts(
+        self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
+    ) -> bool:
+        self._pending_timeouts = []
+        return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
+
+    def _update_info_buffer(self, infos: list[dict[str, Any]], dones: np.ndarray | None = None) -> None:
+        super()._update_info_buffer(infos, dones)
+        if dones is None:
+            return
+        # Keep what SB3 is about to bootstrap a time-limit truncation with, so the replay can re-bootstrap it later.
+        for env_index, done in enumerate(dones):
+            info = infos[env_index]
+            if done and info.get("terminal_observation") is not None and info.get("TimeLimit.truncated", False):
+                terminal_obs = self.policy.obs_to_tensor(info["terminal_observation"])[0]
+                with th.no_grad():
+                    value = float(self.policy.predict_values(terminal_obs)[0].item())
+                self._pending_timeouts.append((self.rollout_buffer.pos, env_index, info["terminal_observation"], value))
+
+    def _timeout_record(self) -> TimeoutRecord:
+        steps = np.array([t[0] for t in self._pending_timeouts], dtype=np.int64)
+        envs = np.array([t[1] for t in self._pending_timeouts], dtype=np.int64)
+        values = np.array([t[3] for t in self._pending_timeouts], dtype=np.float32)
+        observations: np.ndarray | dict[str, np.ndarray]
+        if isinstance(self.observation_space, spaces.Dict):
+            observations = {
+                key: np.array([t[2][key] for t in self._pending_timeouts]).reshape(len(steps), *(subspace.shape or ()))
+                for key, subspace in self.observation_space.spaces.items()
+            }
+        else:
+            observations = np.array([t[2] for t in self._pending_timeouts]).reshape(
+                len(steps), *(self.observation_space.shape or ())
+            )
+        return TimeoutRecord(steps, envs, observations, values)
+
+    def train(self) -> None:
+        """
+        Store the fresh rollout in the replay, refresh the stale rollouts' advantages, then update the policy on
+        minibatches drawn uniformly from the replay.
+        """
+        self._replay_iteration += 1
+        assert self._last_obs is not None and self._last_episode_starts is not None, "train() needs a collected rollout"
+        self.replay_buffer.add(
+            self.rollout_buffer, self._last_obs, self._last_episode_starts, self._timeout_record(), self._replay_iteration
+        )
+        if self.recompute_advantages and self.replay_buffer.n_rollouts > 1:
+            self.policy.set_training_mode(False)
+            self.replay_buffer.recompute_advantages(self.policy, self.gamma, self.gae_lambda)
+        self._age_sums = np.zeros((self.replay_capacity, 2))
+        super().train()
+
+    def _training_epochs(self) -> Iterator[Iterator[ReplayBufferSamples]]:  # type: ignore[override]
+        fresh = self.n_steps * self.n_envs
+        n_samples = max(1, round(self.utd_ratio * fresh))
+        minibatches_per_epoch = math.ceil(fresh / self.batch_size)
+        indices = self.replay_buffer.minibatch_indices(n_samples, self.batch_size)
+        iteration = self._replay_iteration
+
+        def one_epoch() -> Iterator[ReplayBufferSamples]:
+            for _, batch in zip(range(minibatches_per_epoch), indices, strict=False):
+                yield self.replay_buffer.get_samples(batch, iteration)
+
+        for _ in range(math.ceil(n_samples / (minibatches_per_epoch * self.batch_size))):
+            yield one_epoch()
+
+    def _extra_minibatch_stats(self, log_prob: th.Tensor, rollout_data: Any) -> dict[str, th.Tensor]:
+        ratio = importance_ratio(log_prob.detach(), rollout_data.old_log_prob)
+        sums, counts = grouped_second_moment(ratio.minus_one, rollout_data.ages, self.replay_capacity)
+        extras = {}
+        for age in range(self.replay_capacity):
+            extras[f"age_{age}_sum_sq"] = sums[age]
+            extras[f"age_{age}_count"] = counts[age]
+        return extras
+
+    def _accumulate(self, metrics: MinibatchMetrics, summary: dict[str, float], var_coef: float) -> None:
+        super()._accumulate(metrics, summary, var_coef)
+        for age in range(self.replay_capacity):
+            self._age_sums[age, 0] += summary[f"age_{age}_sum_sq"]
+            self._age_sums[age, 1] += summary[f"age_{age}_count"]
+
+    def _record_train_metrics(self, metrics: MinibatchMetrics, clip_range_vf: float | None) -> None:
+        super()._record_train_metrics(metrics, clip_range_vf)
+        counts = self._age_sums[:, 1]
+        self.logger.record("train/replay_size", self.replay_buffer.size())
+        self.logger.record(
+            "train/mean_staleness", float((np.arange(self.replay_capacity) * counts).sum() / max(counts.sum(), 1))
+        )
+        for age in range(self.replay_capacity):
+            if counts[age] > 0:
+                self.logger.record(f"train/ratio_var_age_{age}", float(self._age_sums[age, 0] / counts[age]))
+
+    def save_replay_buffer(self, path: str | pathlib.Path) -> None:
+        """
+        Save the replay (all stored rollouts) as a pickle file.
+
+        :param path: where to save
+        """
+        save_to_pkl(path, self.replay_buffer, self.verbose)
+
+    def load_replay_buffer(self, path: str | pathlib.Path) -> None:
+        """
+        Load a replay saved by :meth:`save_replay_buffer`; it must match this model's replay layout.
+
+        :param path: the saved file
+        """
+        buffer = load_from_pkl(path, self.verbose)
+        if not isinstance(buffer, RolloutReplayBuffer):
+            raise TypeError(f"{path} holds a {type(buffer).__name__}, not a RolloutReplayBuffer")
+        expected = (self.replay_capacity, self.n_steps, self.n_envs, self.observation_space, self.action_space)
+        found = (buffer.capacity, buffer.n_steps, buffer.n_envs, buffer.observation_space, buffer.action_space)
+        names = ("replay_capacity", "n_steps", "n_envs", "observation_space", "action_space")
+        for name, mine, theirs in zip(names, expected, found, strict=True):
+            if mine != theirs:
+                raise ValueError(f"The replay in {path} has {name}={theirs}, this model has {name}={mine}")
+        if buffer.iterations.max() > self._replay_iteration:
+            warnings.warn(
+                f"The replay in {path} holds rollouts up to iteration {buffer.iterations.max()}, newer than this model's "
+                f"iteration {self._replay_iteration}: were they saved together?"
+            )
+        buffer.device = self.device
+        self.replay_buffer = buffer
+
+    def learn(
+        self: SelfR2VPOOff,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str = "R2VPOOff",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfR2VPOOff:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
