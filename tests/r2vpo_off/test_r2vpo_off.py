@@ -1,0 +1,240 @@
+import csv
+import os
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.envs import (
+    IdentityEnv,
+    IdentityEnvBox,
+    IdentityEnvMultiBinary,
+    IdentityEnvMultiDiscrete,
+    SimpleMultiObsEnv,
+)
+from stable_baselines3.common.logger import configure
+
+from sb3_r2vpo import R2VPO, R2VPOOff
+from sb3_r2vpo.r2vpo_off.buffers import RolloutReplayBuffer, generalized_advantages
+
+TINY = {"n_steps": 64, "batch_size": 32, "policy_kwargs": {"net_arch": [16]}}
+
+
+def _same_parameters(a: th.nn.Module, b: th.nn.Module) -> bool:
+    return all(th.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_capacity_one_is_exactly_r2vpo_on(env_id: str) -> None:
+    """replay_capacity=1 with utd_ratio=n_epochs gives R2VPO-ON's update, bit for bit, over several iterations."""
+    # Seeding happens at construction and the global RNGs are shared: build and train one model, then the other.
+    on = R2VPO("MlpPolicy", make_vec_env(env_id, n_envs=2, seed=0), n_epochs=3, var_coef="auto", seed=0, **TINY)
+    initial = {k: v.clone() for k, v in on.policy.state_dict().items()}
+    on.learn(3 * 128)
+    off = R2VPOOff("MlpPolicy", make_vec_env(env_id, n_envs=2, seed=0), replay_capacity=1, utd_ratio=3, seed=0, **TINY)
+    assert all(th.equal(initial[k], v) for k, v in off.policy.state_dict().items())
+    off.learn(3 * 128)
+    assert not all(th.equal(initial[k], v) for k, v in off.policy.state_dict().items())
+    assert _same_parameters(on.policy, off.policy)
+    assert on.var_coef_value == off.var_coef_value
+    assert on._n_updates == off._n_updates
+
+
+def test_fifo_eviction_order() -> None:
+    model = R2VPOOff("MlpPolicy", "CartPole-v1", replay_capacity=3, utd_ratio=1, seed=0, **TINY)
+    model.learn(5 * 64)
+    buffer = model.replay_buffer
+    assert buffer.n_rollouts == 3 and buffer.size() == 3 * 64
+    # Iterations 1..5 were stored; 1 and 2 were evicted, oldest first.
+    assert sorted(buffer.iterations.tolist()) == [3, 4, 5]
+    assert [int(buffer.iterations[s]) for s in buffer.slots_oldest_first()] == [3, 4, 5]
+    assert buffer.ages(5).tolist() == [(5 - i) for i in buffer.iterations.tolist()]
+
+
+def test_behavior_log_probs_are_kept_for_stale_data() -> None:
+    model = R2VPOOff("MlpPolicy", "Pendulum-v1", replay_capacity=3, utd_ratio=2, learning_rate=3e-3, seed=0, **TINY)
+    model.learn(64)
+    first_log_probs = model.rollout_buffer.log_probs.copy()  # not flattened: train() stores before get()
+    first_observations = model.replay_buffer.observations[None][0].copy()
+    first_actions = model.replay_buffer.actions[0].copy()
+    model.learn(2 * 64, reset_num_timesteps=False)
+
+    slot = int(np.where(model.replay_buffer.iterations == 1)[0][0])
+    np.testing.assert_array_equal(model.replay_buffer.log_probs[slot], first_log_probs)
+    # The current policy gives these actions other log-probabilities: sampling must return the stored ones.
+    samples = model.replay_buffer.get_samples(np.arange(slot * 64, slot * 64 + 64), iteration=3)
+    assert th.all(samples.ages == 2)
+    with th.no_grad():
+        _, current_log_prob, _ = model.policy.evaluate_actions(
+            th.as_tensor(first_observations.reshape(64, -1)), th.as_tensor(first_actions.reshape(64, -1))
+        )
+    stored = th.as_tensor(first_log_probs.reshape(64))
+    assert not th.allclose(current_log_prob, stored)
+    th.testing.assert_close(th.sort(samples.old_log_prob).values, th.sort(stored).values)
+
+
+def test_gae_matches_stable_baselines3() -> None:
+    rng = np.random.default_rng(0)
+    n_steps, n_envs, gamma, gae_lambda = 17, 3, 0.97, 0.9
+    buffer = RolloutBuffer(
+        n_steps, gym.spaces.Box(-1, 1, (2,)), gym.spaces.Discrete(2), n_envs=n_envs, gamma=gamma, gae_lambda=gae_lambda
+    )
+    buffer.rewards[:] = rng.normal(size=(n_steps, n_envs))
+    buffer.values[:] = rng.normal(size=(n_steps, n_envs))
+    buffer.episode_starts[:] = rng.random((n_steps, n_envs)) < 0.2
+    last_values = rng.normal(size=n_envs).astype(np.float32)
+    dones = rng.random(n_envs) < 0.5
+    buffer.compute_returns_and_advantage(th.as_tensor(last_values), dones)
+    advantages, returns = generalized_advantages(
+        buffer.rewards[None],
+        buffer.values[None],
+        buffer.episode_starts[None],
+        last_values[None],
+        dones[None],
+        gamma,
+        gae_lambda,
+    )
+    np.testing.assert_allclose(advantages[0], buffer.advantages, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(returns[0], buffer.returns, rtol=1e-5, atol=1e-6)
+
+
+class SnapshotAtRolloutEnd(BaseCallback):
+    """Keeps the policy's weights as they were when the rollout was collected (before train())."""
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        self.state = {k: v.clone() for k, v in self.model.policy.state_dict().items()}
+
+
+def _recompute_model(callback: BaseCallback | None = None) -> R2VPOOff:
+    # Pendulum episodes end only by the 200-step time limit: every episode end is a truncation.
+    model = R2VPOOff("MlpPolicy", "Pendulum-v1", n_steps=256, batch_size=64, replay_capacity=2, utd_ratio=1, gamma=0.9, seed=0)
+    model.learn(256, callback=callback)
+    assert len(model.replay_buffer.timeouts[0]) == 1  # one truncation at step 199
+    return model
+
+
+def test_recompute_with_the_collection_critic_reproduces_stored_advantages() -> None:
+    snapshot = SnapshotAtRolloutEnd()
+    model = _recompute_model(snapshot)
+    model.policy.load_state_dict(snapshot.state)
+    model.policy.set_training_mode(False)
+    buffer = model.replay_buffer
+    stored = buffer.advantages[0].copy(), buffer.returns[0].copy()
+    buffer.recompute_advantages(model.policy, model.gamma, model.gae_lambda)
+    np.testing.assert_allclose(buffer.advantages[0], stored[0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(buffer.returns[0], stored[1], rtol=1e-4, atol=1e-4)
+
+
+def test_recompute_rebootstraps_time_limit_truncations() -> None:
+    """Shift the critic by c: with truncations re-bootstrapped, every TD error moves by exactly -(1 - gamma) c."""
+    model = _recompute_model()
+    buffer = model.replay_buffer
+    gamma, gae_lambda, shift = model.gamma, model.gae_lambda, 5.0
+
+    def td_errors() -> np.ndarray:
+        adv, starts = buffer.advantages[0], buffer.episode_starts[0]
+        next_non_terminal = np.concatenate([1.0 - starts[1:], (1.0 - buffer.last_dones[0])[None].astype(np.float32)])
+        next_adv = np.concatenate([adv[1:], np.zeros_like(adv[:1])])
+        return adv - gamma * gae_lambda * next_non_terminal * next_adv
+
+    buffer.recompute_advantages(model.policy, gamma, gae_lambda)
+    before = td_errors()
+    with th.no_grad():
+        model.policy.value_net.bias += shift
+    buffer.recompute_advantages(model.policy, gamma, gae_lambda)
+    np.testing.assert_allclose(td_errors() - before, -(1 - gamma) * shift, atol=1e-3)
+
+
+def test_logged_staleness_keys(tmp_path) -> None:
+    model = R2VPOOff("MlpPolicy", "CartPole-v1", replay_capacity=3, utd_ratio=2, seed=0, **TINY)
+    model.set_logger(configure(str(tmp_path), ["csv"]))
+    model.learn(5 * 64)
+    with open(tmp_path / "progress.csv") as file:
+        last = list(csv.DictReader(file))[-1]
+    assert float(last["train/replay_size"]) == 3 * 64
+    assert 0.0 < float(last["train/mean_staleness"]) <= 2.0
+    for key in (
+        "train/ratio_var_age_0",
+        "train/ratio_var_age_1",
+        "train/ratio_var_age_2",
+        "train/var_coef",
+        "train/ratio_var",
+    ):
+        assert np.isfinite(float(last[key])), key
+
+
+@pytest.mark.parametrize(
+    "env",
+    [IdentityEnv(4), IdentityEnvBox(eps=0.5), IdentityEnvMultiDiscrete(3), IdentityEnvMultiBinary(3), SimpleMultiObsEnv()],
+    ids=["Discrete", "Box", "MultiDiscrete", "MultiBinary", "Dict"],
+)
+def test_all_spaces(env: gym.Env) -> None:
+    policy = "MultiInputPolicy" if isinstance(env.observation_space, gym.spaces.Dict) else "MlpPolicy"
+    model = R2VPOOff(policy, env, replay_capacity=2, seed=0, **TINY)
+    model.learn(3 * 64)
+    assert model.replay_buffer.n_rollouts == 2
+
+
+def test_save_load_model_and_replay(tmp_path) -> None:
+    model = R2VPOOff("MlpPolicy", "Pendulum-v1", replay_capacity=8, seed=0, **TINY)
+    model.learn(3 * 64)
+    model.save(tmp_path / "big.zip")
+    small = R2VPOOff("MlpPolicy", "Pendulum-v1", replay_capacity=1, seed=0, **TINY)
+    small.learn(3 * 64)
+    small.save(tmp_path / "small.zip")
+    # The replay is not in the model file.
+    assert abs(os.path.getsize(tmp_path / "big.zip") - os.path.getsize(tmp_path / "small.zip")) < 2048
+
+    model.save_replay_buffer(tmp_path / "replay.pkl")
+    loaded = R2VPOOff.load(tmp_path / "big.zip", env=model.get_env())
+    assert loaded.replay_buffer.n_rollouts == 0
+    loaded.load_replay_buffer(tmp_path / "replay.pkl")
+    for name in ("actions", "rewards", "log_probs", "advantages", "iterations"):
+        np.testing.assert_array_equal(getattr(loaded.replay_buffer, name), getattr(model.replay_buffer, name))
+    assert loaded._replay_iteration == model._replay_iteration == 3
+    assert loaded.var_coef_value == model.var_coef_value
+    loaded.learn(64, reset_num_timesteps=False)
+    assert loaded.replay_buffer.n_rollouts == 4
+
+    with pytest.raises(ValueError, match="replay_capacity"):
+        small.load_replay_buffer(tmp_path / "replay.pkl")
+
+
+MISSING_ENV = "ThisEnvDoesNotExist-v0"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("replay_capacity", 0),
+        ("replay_capacity", 1.5),
+        ("replay_capacity", "4"),
+        ("utd_ratio", 0.0),
+        ("utd_ratio", -1.0),
+        ("utd_ratio", "2"),
+    ],
+)
+def test_bad_input(name: str, value: object) -> None:
+    with pytest.raises(ValueError, match=name):
+        R2VPOOff("MlpPolicy", MISSING_ENV, **{name: value})
+
+
+def test_replay_larger_than_memory_is_refused_before_allocation() -> None:
+    with pytest.raises(ValueError, match=r"replay_capacity=100000000 needs .* GiB"):
+        R2VPOOff("MlpPolicy", "CartPole-v1", replay_capacity=10**8)
+
+
+def test_replay_buffer_type_check(tmp_path) -> None:
+    from stable_baselines3.common.save_util import save_to_pkl
+
+    save_to_pkl(tmp_path / "other.pkl", {"not": "a replay"})
+    model = R2VPOOff("MlpPolicy", "CartPole-v1", **TINY)
+    with pytest.raises(TypeError, match="RolloutReplayBuffer"):
+        model.load_replay_buffer(tmp_path / "other.pkl")
+    assert isinstance(model.replay_buffer, RolloutReplayBuffer)
