@@ -7,77 +7,26 @@ Pendulum-v1 reaches >= -200 within 100k steps.
 
     python -m benchmarks.classic_control --seeds 0 1 2
 
-Writes one JSON per run under ``results/classic_control/runs`` (reruns skip finished runs), ``summary.json``
-and ``curves.png``.
+Runs are cached in ``results/runs`` (one JSON each, reruns skip finished runs); this script writes
+``results/classic_control/summary.json`` and ``curves.png``.
 """
 
 import argparse
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from stable_baselines3 import PPO
 
-from benchmarks.common import (
-    HYPERPARAMS_DIR,
-    RESULTS_DIR,
-    load_zoo_entry,
-    make_env,
-    mean_curve,
-    steps_to_threshold,
-    train_and_evaluate,
-    versions,
-    write_json,
-    zoo_entry_to_kwargs,
-)
-from sb3_r2vpo import R2VPO
+from benchmarks.common import RESULTS_DIR, mean_curve, steps_to_threshold, write_json
+from benchmarks.zoo_runs import ppo_hyperparams_file, run
 
 THRESHOLDS = {"CartPole-v1": 500.0, "Pendulum-v1": -200.0}
 OUT_DIR = RESULTS_DIR / "classic_control"
-
-
-def ppo_hyperparams_file() -> Path | None:
-    """rl_zoo3's tuned PPO hyperparameters, when rl_zoo3 is installed."""
-    try:
-        import rl_zoo3
-    except ImportError:
-        return None
-    return Path(rl_zoo3.__file__).parent / "hyperparams" / "ppo.yml"
-
-
-def run_one(algo: str, env_id: str, seed: int, eval_freq: int) -> dict[str, Any]:
-    path = OUT_DIR / "runs" / f"{env_id}__{algo}__{seed}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    hyperparams_file = HYPERPARAMS_DIR / "r2vpo.yml" if algo == "r2vpo" else ppo_hyperparams_file()
-    assert hyperparams_file is not None
-    entry = load_zoo_entry(hyperparams_file, env_id)
-    kwargs, env_settings = zoo_entry_to_kwargs(entry)
-    policy = kwargs.pop("policy")
-    algo_class = R2VPO if algo == "r2vpo" else PPO
-    env = make_env(env_id, env_settings["n_envs"], seed, env_settings["normalize"])
-    model = algo_class(policy, env, seed=seed, **kwargs)
-    result = train_and_evaluate(model, env_id, env_settings["n_timesteps"], seed, eval_freq)
-    payload = {
-        "algo": algo,
-        "env_id": env_id,
-        "seed": seed,
-        "hyperparams": entry,
-        "hyperparams_file": str(hyperparams_file.name),
-        "versions": versions(),
-        **result,
-    }
-    write_json(path, payload)
-    print(f"{env_id:12s} {algo:6s} seed {seed}: final {result['final_mean_reward']:8.1f} ({result['wall_time_s']:.0f}s)")
-    return payload
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", nargs="+", default=list(THRESHOLDS), choices=list(THRESHOLDS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--eval-freq", type=int, default=5_000)
     parser.add_argument("--no-ppo", action="store_true", help="skip the PPO baseline")
     args = parser.parse_args()
 
@@ -97,7 +46,7 @@ def main() -> None:
     fig, axes = plt.subplots(1, len(args.envs), figsize=(6 * len(args.envs), 4), squeeze=False)
     for ax, env_id in zip(axes[0], args.envs, strict=True):
         for algo in algos:
-            runs = [run_one(algo, env_id, seed, args.eval_freq) for seed in args.seeds]
+            runs = [run(algo, env_id, seed) for seed in args.seeds]
             reached = [steps_to_threshold(run["curve"], THRESHOLDS[env_id]) for run in runs]
             finals = [run["final_mean_reward"] for run in runs]
             summary["results"].setdefault(env_id, {})[algo] = {

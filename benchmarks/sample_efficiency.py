@@ -1,0 +1,91 @@
+"""
+Sample efficiency of R2VPO-OFF: environment steps to reach PPO's final return, R2VPO-OFF vs R2VPO vs SB3 PPO,
+each with its tuned hyperparameters (``hyperparams/r2vpo_off.yml``, ``hyperparams/r2vpo.yml``, rl_zoo3's
+``ppo.yml``), same seeds, same budget, deterministic evaluation on a separate env every 5k steps.
+``r2vpo_off_stored`` is R2VPO-OFF with ``recompute_advantages=False``: the comparison behind that default.
+
+Threshold: the mean over seeds of PPO's final evaluation return. Steps-to-threshold of a run: the first
+evaluation at or above it (inf if never). Target: median steps of R2VPO-OFF <= 0.5x median steps of PPO.
+
+    python -m benchmarks.sample_efficiency --envs Pendulum-v1 --seeds 0 1 2
+
+Needs rl_zoo3 for PPO's hyperparameters (``pip install .[zoo]``). Runs are cached in ``results/runs``; this
+script writes ``results/sample_efficiency/summary.json`` and ``curves.png``.
+"""
+
+import argparse
+import math
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import RESULTS_DIR, mean_curve, steps_to_threshold, write_json
+from benchmarks.zoo_runs import run
+
+OUT_DIR = RESULTS_DIR / "sample_efficiency"
+ALGOS = ["ppo", "r2vpo", "r2vpo_off", "r2vpo_off_stored"]
+
+
+def summarize(env_id: str, seeds: list[int], algos: list[str]) -> dict[str, Any]:
+    runs = {algo: [run(algo, env_id, seed) for seed in seeds] for algo in algos}
+    threshold = float(np.mean([r["final_mean_reward"] for r in runs["ppo"]]))
+    table: dict[str, Any] = {"threshold": threshold, "algos": {}}
+    for algo, algo_runs in runs.items():
+        steps = [steps_to_threshold(r["curve"], threshold) for r in algo_runs]
+        table["algos"][algo] = {
+            "steps_to_threshold": steps,
+            "median_steps_to_threshold": float(np.median(steps)),
+            "final_mean_rewards": [r["final_mean_reward"] for r in algo_runs],
+            "curve_means": [float(np.mean([p["mean_reward"] for p in r["curve"]])) for r in algo_runs],
+            "wall_time_s": [r["wall_time_s"] for r in algo_runs],
+        }
+    ppo_steps = table["algos"]["ppo"]["median_steps_to_threshold"]
+    for row in table["algos"].values():
+        row["steps_ratio_vs_ppo"] = row["median_steps_to_threshold"] / ppo_steps if math.isfinite(ppo_steps) else math.nan
+    table["runs"] = runs
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--envs", nargs="+", default=["Pendulum-v1"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--algos", nargs="+", default=ALGOS, choices=ALGOS)
+    args = parser.parse_args()
+    if "ppo" not in args.algos:
+        parser.error("the threshold is PPO's final return: keep 'ppo' in --algos")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary: dict[str, Any] = {"seeds": args.seeds, "results": {}}
+    fig, axes = plt.subplots(1, len(args.envs), figsize=(6 * len(args.envs), 4), squeeze=False)
+    for ax, env_id in zip(axes[0], args.envs, strict=True):
+        table = summarize(env_id, args.seeds, args.algos)
+        runs = table.pop("runs")
+        summary["results"][env_id] = table
+        for algo in args.algos:
+            steps, mean, std = mean_curve([r["curve"] for r in runs[algo]])
+            ax.plot(steps, mean, label=algo)
+            ax.fill_between(steps, mean - std, mean + std, alpha=0.15)
+        ax.axhline(table["threshold"], color="grey", linestyle="--", linewidth=1, label="PPO's final return")
+        ax.set_title(f"{env_id} ({len(args.seeds)} seeds)")
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("deterministic eval return (10 episodes)")
+        ax.legend(fontsize=8)
+        for algo, row in table["algos"].items():
+            print(
+                f"{env_id:12s} {algo:16s} steps to {table['threshold']:.1f}: {row['steps_to_threshold']} "
+                f"(median {row['median_steps_to_threshold']:g}, {row['steps_ratio_vs_ppo']:.2f}x PPO); "
+                f"final {np.round(row['final_mean_rewards'], 1).tolist()}"
+            )
+    fig.tight_layout()
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    fig.savefig(OUT_DIR / "curves.png", dpi=100)
+    write_json(OUT_DIR / "summary.json", summary)
+
+
+if __name__ == "__main__":
+    main()

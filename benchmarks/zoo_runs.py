@@ -1,0 +1,87 @@
+"""
+Training runs configured by RL Zoo hyperparameter files, cached as one JSON per (algorithm, env, seed) under
+``results/runs`` so that every benchmark script reuses them and reruns skip finished runs.
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+from stable_baselines3 import PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+from benchmarks.common import (
+    HYPERPARAMS_DIR,
+    RESULTS_DIR,
+    load_zoo_entry,
+    make_env,
+    train_and_evaluate,
+    versions,
+    write_json,
+    zoo_entry_to_kwargs,
+)
+from sb3_r2vpo import R2VPO, R2VPOOff
+
+RUNS_DIR = RESULTS_DIR / "runs"
+EVAL_FREQ = 5_000
+
+
+def ppo_hyperparams_file() -> Path | None:
+    """rl_zoo3's tuned PPO hyperparameters, when rl_zoo3 is installed (``pip install .[zoo]``)."""
+    try:
+        import rl_zoo3
+    except ImportError:
+        return None
+    return Path(rl_zoo3.__file__).parent / "hyperparams" / "ppo.yml"
+
+
+def algorithm(name: str) -> tuple[type[BaseAlgorithm], Path | None, dict[str, Any]]:
+    """
+    The class, hyperparameter file and overrides of a benchmarked algorithm.
+
+    ``r2vpo_off_stored`` is R2VPO-OFF keeping the advantages computed at collection time, to measure the
+    ``recompute_advantages`` default.
+    """
+    table: dict[str, tuple[type[BaseAlgorithm], Path | None, dict[str, Any]]] = {
+        "ppo": (PPO, ppo_hyperparams_file(), {}),
+        "r2vpo": (R2VPO, HYPERPARAMS_DIR / "r2vpo.yml", {}),
+        "r2vpo_off": (R2VPOOff, HYPERPARAMS_DIR / "r2vpo_off.yml", {}),
+        "r2vpo_off_stored": (R2VPOOff, HYPERPARAMS_DIR / "r2vpo_off.yml", {"recompute_advantages": False}),
+    }
+    if name not in table:
+        raise ValueError(f"Unknown algorithm {name!r}; choose one of {sorted(table)}")
+    return table[name]
+
+
+def run(name: str, env_id: str, seed: int) -> dict[str, Any]:
+    """
+    Train ``name`` on ``env_id`` with its zoo entry and evaluate it every :data:`EVAL_FREQ` steps (cached).
+
+    :return: the run's JSON payload
+    """
+    path = RUNS_DIR / f"{env_id.replace('/', '_')}__{name}__{seed}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    algo_class, hyperparams_file, overrides = algorithm(name)
+    if hyperparams_file is None:
+        raise RuntimeError(f"{name} needs rl_zoo3 for its hyperparameters: pip install .[zoo]")
+    entry = load_zoo_entry(hyperparams_file, env_id)
+    kwargs, env_settings = zoo_entry_to_kwargs(entry)
+    policy = kwargs.pop("policy")
+    env = make_env(env_id, env_settings["n_envs"], seed, env_settings["normalize"])
+    model = algo_class(policy, env, seed=seed, **kwargs, **overrides)
+    result = train_and_evaluate(model, env_id, env_settings["n_timesteps"], seed, EVAL_FREQ)
+    payload = {
+        "algo": name,
+        "env_id": env_id,
+        "seed": seed,
+        "hyperparams": entry,
+        "overrides": overrides,
+        "hyperparams_file": hyperparams_file.name,
+        "versions": versions(),
+        **result,
+    }
+    write_json(path, payload)
+    final, wall_time = result["final_mean_reward"], result["wall_time_s"]
+    print(f"{env_id:12s} {name:16s} seed {seed}: final {final:8.1f} ({wall_time:.0f}s)", flush=True)
+    return payload
