@@ -16,7 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import RESULTS_DIR, mean_curve, steps_to_threshold, write_json
+from benchmarks.common import (
+    RESULTS_DIR,
+    curve_panels,
+    finish_curve_panel,
+    plot_mean_curve,
+    save_figure_and_json,
+    steps_to_threshold,
+)
 from benchmarks.zoo_runs import ppo_hyperparams_file, run
 
 THRESHOLDS = {"CartPole-v1": 500.0, "Pendulum-v1": -200.0}
@@ -37,14 +44,9 @@ def main() -> None:
         else:
             algos.append("ppo")
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     summary: dict[str, Any] = {"seeds": args.seeds, "thresholds": THRESHOLDS, "results": {}}
-    fig, axes = plt.subplots(1, len(args.envs), figsize=(6 * len(args.envs), 4), squeeze=False)
-    for ax, env_id in zip(axes[0], args.envs, strict=True):
+    fig, axes = curve_panels(len(args.envs))
+    for ax, env_id in zip(axes, args.envs, strict=True):
         for algo in algos:
             runs = [run(algo, env_id, seed) for seed in args.seeds]
             reached = [steps_to_threshold(run["curve"], THRESHOLDS[env_id]) for run in runs]
@@ -56,18 +58,9 @@ def main() -> None:
                 "seeds_reaching_threshold": int(sum(np.isfinite(reached))),
                 "wall_time_s": [run["wall_time_s"] for run in runs],
             }
-            steps, mean, std = mean_curve([run["curve"] for run in runs])
-            ax.plot(steps, mean, label=f"{algo} ({len(runs)} seeds)")
-            ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
-        ax.axhline(THRESHOLDS[env_id], color="grey", linestyle="--", linewidth=1)
-        ax.set_title(env_id)
-        ax.set_xlabel("environment steps")
-        ax.set_ylabel("deterministic eval return (10 episodes)")
-        ax.legend()
-    fig.tight_layout()
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    fig.savefig(OUT_DIR / "curves.png", dpi=100)
-    write_json(OUT_DIR / "summary.json", summary)
+            plot_mean_curve(ax, [run["curve"] for run in runs], f"{algo} ({len(runs)} seeds)")
+        finish_curve_panel(ax, env_id, THRESHOLDS[env_id], "target")
+    save_figure_and_json(fig, OUT_DIR, "curves.png", "summary.json", summary)
     for env_id, table in summary["results"].items():
         for algo, row in table.items():
             print(

@@ -196,3 +196,39 @@ def mean_curve(curves: list[list[dict[str, float]]]) -> tuple[np.ndarray, np.nda
         [np.interp(steps, [p["timesteps"] for p in c], [p["mean_reward"] for p in c]) for c in curves], dtype=float
     )
     return steps, values.mean(axis=0), values.std(axis=0)
+
+
+def curve_panels(n_panels: int) -> tuple[Any, np.ndarray]:
+    """A row of ``n_panels`` learning-curve axes (headless matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, n_panels, figsize=(6 * n_panels, 4), squeeze=False)
+    return fig, axes[0]
+
+
+def plot_mean_curve(ax: Any, curves: list[list[dict[str, float]]], label: str) -> None:
+    """Mean evaluation curve over seeds with a one-standard-deviation band."""
+    steps, mean, std = mean_curve(curves)
+    ax.plot(steps, mean, label=label)
+    ax.fill_between(steps, mean - std, mean + std, alpha=0.15)
+
+
+def finish_curve_panel(ax: Any, title: str, threshold: float | None = None, threshold_label: str | None = None) -> None:
+    """Title, axis labels, optional threshold line and legend of a learning-curve panel."""
+    if threshold is not None:
+        ax.axhline(threshold, color="grey", linestyle="--", linewidth=1, label=threshold_label)
+    ax.set_title(title)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("deterministic eval return (10 episodes)")
+    ax.legend(fontsize=8)
+
+
+def save_figure_and_json(fig: Any, out_dir: Path, figure_name: str, json_name: str, payload: dict[str, Any]) -> None:
+    """Save a benchmark's figure (PNG) and figures (JSON) side by side."""
+    fig.tight_layout()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_dir / figure_name, dpi=100)
+    write_json(out_dir / json_name, payload)

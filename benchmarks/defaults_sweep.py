@@ -15,7 +15,17 @@ from typing import Any
 import numpy as np
 from stable_baselines3 import PPO
 
-from benchmarks.common import RESULTS_DIR, make_env, mean_curve, train_and_evaluate, versions, write_json
+from benchmarks.common import (
+    RESULTS_DIR,
+    curve_panels,
+    finish_curve_panel,
+    make_env,
+    plot_mean_curve,
+    save_figure_and_json,
+    train_and_evaluate,
+    versions,
+    write_json,
+)
 from sb3_r2vpo import R2VPO
 
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -51,13 +61,8 @@ def main() -> None:
     args = parser.parse_args()
 
     summary: dict[str, Any] = {"timesteps": args.timesteps, "seeds": args.seeds, "results": {}}
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(args.envs), figsize=(6 * len(args.envs), 4), squeeze=False)
-    for ax, env_id in zip(axes[0], args.envs, strict=True):
+    fig, axes = curve_panels(len(args.envs))
+    for ax, env_id in zip(axes, args.envs, strict=True):
         for config in args.configs:
             runs = [run_one(env_id, config, seed, args.timesteps, args.eval_freq) for seed in args.seeds]
             finals = [run["final_mean_reward"] for run in runs]
@@ -68,17 +73,9 @@ def main() -> None:
                 "finals": finals,
                 "curve_mean": float(np.mean(aucs)),
             }
-            steps, mean, std = mean_curve([run["curve"] for run in runs])
-            ax.plot(steps, mean, label=config)
-            ax.fill_between(steps, mean - std, mean + std, alpha=0.15)
-        ax.set_title(f"{env_id} (SB3 PPO defaults, {len(args.seeds)} seeds)")
-        ax.set_xlabel("environment steps")
-        ax.set_ylabel("deterministic eval return")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    fig.savefig(OUT_DIR / "curves.png", dpi=100)
-    write_json(OUT_DIR / "summary.json", summary)
+            plot_mean_curve(ax, [run["curve"] for run in runs], config)
+        finish_curve_panel(ax, f"{env_id} (SB3 PPO defaults, {len(args.seeds)} seeds)")
+    save_figure_and_json(fig, OUT_DIR, "curves.png", "summary.json", summary)
     for env_id, table in summary["results"].items():
         for config, row in table.items():
             print(

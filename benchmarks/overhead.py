@@ -19,7 +19,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.logger import configure
 
-from benchmarks.common import RESULTS_DIR, make_env, versions, write_json
+from benchmarks.common import RESULTS_DIR, make_env, save_figure_and_json, versions
 from sb3_r2vpo import R2VPO
 
 OUT_DIR = RESULTS_DIR / "overhead"
@@ -122,10 +122,9 @@ def main() -> None:
     ax.set_xlabel("repeat")
     ax.set_ylabel("R2VPO.train() / PPO.train() time")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    fig.savefig(OUT_DIR / "overhead.png", dpi=100)
-    write_json(OUT_DIR / "overhead.json", {"threads": args.threads, "versions": versions(), "results": results})
+    save_figure_and_json(
+        fig, OUT_DIR, "overhead.png", "overhead.json", {"threads": args.threads, "versions": versions(), "results": results}
+    )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ Sample efficiency of R2VPO-OFF: environment steps to reach PPO's final return, R
 each with its tuned hyperparameters (``hyperparams/r2vpo_off.yml``, ``hyperparams/r2vpo.yml``, rl_zoo3's
 ``ppo.yml``), same seeds, same budget, deterministic evaluation on a separate env every 5k steps.
 ``r2vpo_off_stored`` is R2VPO-OFF with ``recompute_advantages=False``: the comparison behind that default.
+``r2vpo_off_capacity1`` is R2VPO-OFF's configuration with ``replay_capacity=1`` (R2VPO-ON on the same short
+rollouts): what the replay itself adds.
 
 Threshold: the mean over seeds of PPO's final evaluation return. Steps-to-threshold of a run: the first
 evaluation at or above it (inf if never). Target: median steps of R2VPO-OFF <= 0.5x median steps of PPO.
@@ -19,11 +21,18 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import RESULTS_DIR, mean_curve, steps_to_threshold, write_json
+from benchmarks.common import (
+    RESULTS_DIR,
+    curve_panels,
+    finish_curve_panel,
+    plot_mean_curve,
+    save_figure_and_json,
+    steps_to_threshold,
+)
 from benchmarks.zoo_runs import run
 
 OUT_DIR = RESULTS_DIR / "sample_efficiency"
-ALGOS = ["ppo", "r2vpo", "r2vpo_off", "r2vpo_off_stored"]
+ALGOS = ["ppo", "r2vpo", "r2vpo_off", "r2vpo_off_stored", "r2vpo_off_capacity1"]
 
 
 def summarize(env_id: str, seeds: list[int], algos: list[str]) -> dict[str, Any]:
@@ -55,36 +64,22 @@ def main() -> None:
     if "ppo" not in args.algos:
         parser.error("the threshold is PPO's final return: keep 'ppo' in --algos")
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     summary: dict[str, Any] = {"seeds": args.seeds, "results": {}}
-    fig, axes = plt.subplots(1, len(args.envs), figsize=(6 * len(args.envs), 4), squeeze=False)
-    for ax, env_id in zip(axes[0], args.envs, strict=True):
+    fig, axes = curve_panels(len(args.envs))
+    for ax, env_id in zip(axes, args.envs, strict=True):
         table = summarize(env_id, args.seeds, args.algos)
         runs = table.pop("runs")
         summary["results"][env_id] = table
         for algo in args.algos:
-            steps, mean, std = mean_curve([r["curve"] for r in runs[algo]])
-            ax.plot(steps, mean, label=algo)
-            ax.fill_between(steps, mean - std, mean + std, alpha=0.15)
-        ax.axhline(table["threshold"], color="grey", linestyle="--", linewidth=1, label="PPO's final return")
-        ax.set_title(f"{env_id} ({len(args.seeds)} seeds)")
-        ax.set_xlabel("environment steps")
-        ax.set_ylabel("deterministic eval return (10 episodes)")
-        ax.legend(fontsize=8)
+            plot_mean_curve(ax, [r["curve"] for r in runs[algo]], algo)
+        finish_curve_panel(ax, f"{env_id} ({len(args.seeds)} seeds)", table["threshold"], "PPO's final return")
         for algo, row in table["algos"].items():
             print(
                 f"{env_id:12s} {algo:16s} steps to {table['threshold']:.1f}: {row['steps_to_threshold']} "
                 f"(median {row['median_steps_to_threshold']:g}, {row['steps_ratio_vs_ppo']:.2f}x PPO); "
                 f"final {np.round(row['final_mean_rewards'], 1).tolist()}"
             )
-    fig.tight_layout()
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    fig.savefig(OUT_DIR / "curves.png", dpi=100)
-    write_json(OUT_DIR / "summary.json", summary)
+    save_figure_and_json(fig, OUT_DIR, "curves.png", "summary.json", summary)
 
 
 if __name__ == "__main__":

@@ -40,13 +40,15 @@ def algorithm(name: str) -> tuple[type[BaseAlgorithm], Path | None, dict[str, An
     The class, hyperparameter file and overrides of a benchmarked algorithm.
 
     ``r2vpo_off_stored`` is R2VPO-OFF keeping the advantages computed at collection time, to measure the
-    ``recompute_advantages`` default.
+    ``recompute_advantages`` default; ``r2vpo_off_capacity1`` is its configuration without replay.
     """
     table: dict[str, tuple[type[BaseAlgorithm], Path | None, dict[str, Any]]] = {
         "ppo": (PPO, ppo_hyperparams_file(), {}),
         "r2vpo": (R2VPO, HYPERPARAMS_DIR / "r2vpo.yml", {}),
         "r2vpo_off": (R2VPOOff, HYPERPARAMS_DIR / "r2vpo_off.yml", {}),
         "r2vpo_off_stored": (R2VPOOff, HYPERPARAMS_DIR / "r2vpo_off.yml", {"recompute_advantages": False}),
+        # The same short rollouts without replay (replay_capacity=1 is R2VPO-ON): isolates what the replay adds.
+        "r2vpo_off_capacity1": (R2VPOOff, HYPERPARAMS_DIR / "r2vpo_off.yml", {"replay_capacity": 1}),
     }
     if name not in table:
         raise ValueError(f"Unknown algorithm {name!r}; choose one of {sorted(table)}")
