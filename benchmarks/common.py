@@ -1,5 +1,7 @@
 """Shared helpers of the benchmark scripts: evaluation curves, run files that survive reruns, RL Zoo-style configs."""
 
+import functools
+import importlib
 import json
 import math
 import platform
@@ -37,16 +39,22 @@ def versions() -> dict[str, str]:
     }
 
 
-def load_zoo_entry(path: Path, env_id: str) -> dict[str, Any]:
+def load_zoo_entry(path: Path, env_id: str, fallback: Path | None = None) -> dict[str, Any]:
     """
-    Read one RL Zoo hyperparameter entry, falling back to ``default``.
+    Read one RL Zoo hyperparameter entry: from ``path``, else from ``fallback``, else ``path``'s ``default``.
 
     :param path: the yml file
     :param env_id: the environment id
+    :param fallback: a second yml file to look in before ``default``
     :return: a copy of the entry
     """
     with open(path) as file:
         entries = yaml.safe_load(file)
+    if env_id not in entries and fallback is not None:
+        with open(fallback) as file:
+            extra = yaml.safe_load(file)
+        if env_id in extra:
+            return dict(extra[env_id])
     return dict(entries.get(env_id, entries["default"]))
 
 
@@ -62,13 +70,16 @@ def zoo_entry_to_kwargs(entry: dict[str, Any]) -> tuple[dict[str, Any], dict[str
     keys these benchmarks use (``lin_`` schedules, ``policy_kwargs`` strings, ``normalize``, ``n_envs``).
 
     :param entry: the zoo entry
-    :return: ``(algo_kwargs, env_settings)`` with env settings ``n_envs``, ``n_timesteps``, ``normalize``
+    :return: ``(algo_kwargs, env_settings)`` with env settings ``n_envs``, ``n_timesteps``, ``normalize`` and
+        ``env_wrapper`` (a list of dotted class paths)
     """
     entry = dict(entry)
+    wrappers = entry.pop("env_wrapper", [])
     env_settings = {
         "n_envs": int(entry.pop("n_envs", 1)),
         "n_timesteps": int(float(entry.pop("n_timesteps"))),
         "normalize": entry.pop("normalize", False),
+        "env_wrapper": [wrappers] if isinstance(wrappers, str) else list(wrappers),
     }
     kwargs = {key: _schedule(value) for key, value in entry.items()}
     if isinstance(kwargs.get("policy_kwargs"), str):
@@ -76,17 +87,34 @@ def zoo_entry_to_kwargs(entry: dict[str, Any]) -> tuple[dict[str, Any], dict[str
     return kwargs, env_settings
 
 
-def make_env(env_id: str, n_envs: int, seed: int, normalize: bool | dict[str, Any]) -> VecEnv:
-    """
-    A seeded vectorized env, optionally wrapped in VecNormalize.
+def _import_class(dotted_path: str) -> Any:
+    module_name, class_name = dotted_path.rsplit(".", 1)
+    return getattr(importlib.import_module(module_name), class_name)
 
-    :param env_id: environment id
+
+def _wrap(env: gym.Env, wrapper_paths: list[str]) -> gym.Env:
+    for path in wrapper_paths:
+        env = _import_class(path)(env)
+    return env
+
+
+def make_env(
+    env_id: str, n_envs: int, seed: int, normalize: bool | dict[str, Any], env_wrapper: list[str] | None = None
+) -> VecEnv:
+    """
+    A seeded vectorized env, optionally with gymnasium wrappers (rl_zoo3's ``env_wrapper``) and VecNormalize.
+
+    :param env_id: environment id (``dm_control/...`` ids need ``import shimmy``, done here when shimmy is installed)
     :param n_envs: number of copies
     :param seed: seed of the first copy
     :param normalize: False, True or VecNormalize kwargs
+    :param env_wrapper: dotted paths of wrapper classes applied to each copy, in order
     :return: the env
     """
-    env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
+    if env_id.startswith("dm_control/"):
+        import shimmy  # noqa: F401  (registers the dm_control/* ids)
+    wrappers = list(env_wrapper or [])
+    env = make_vec_env(env_id, n_envs=n_envs, seed=seed, wrapper_class=functools.partial(_wrap, wrapper_paths=wrappers))
     if normalize:
         env = VecNormalize(env, **(normalize if isinstance(normalize, dict) else {}))
     return env
@@ -105,9 +133,12 @@ class EvalCurveCallback(BaseCallback):
     :param seed: seed of the evaluation env
     """
 
-    def __init__(self, eval_env_id: str, eval_freq: int, n_eval_episodes: int, seed: int) -> None:
+    def __init__(
+        self, eval_env_id: str, eval_freq: int, n_eval_episodes: int, seed: int, env_wrapper: list[str] | None = None
+    ) -> None:
         super().__init__()
         self.eval_env_id = eval_env_id
+        self.env_wrapper = env_wrapper
         self.eval_freq = eval_freq
         self.n_eval_episodes = n_eval_episodes
         self.seed = seed
@@ -125,7 +156,7 @@ class EvalCurveCallback(BaseCallback):
         return mean_reward
 
     def _run_evaluation(self) -> tuple[float, float]:
-        eval_env = make_vec_env(self.eval_env_id, n_envs=1, seed=self.seed + 10_000)
+        eval_env = make_env(self.eval_env_id, 1, self.seed + 10_000, False, self.env_wrapper)
         train_env = self.model.get_env()
         if isinstance(train_env, VecNormalize):
             eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
@@ -142,14 +173,20 @@ class EvalCurveCallback(BaseCallback):
 
 
 def train_and_evaluate(
-    model: BaseAlgorithm, env_id: str, total_timesteps: int, seed: int, eval_freq: int, n_eval_episodes: int = 10
+    model: BaseAlgorithm,
+    env_id: str,
+    total_timesteps: int,
+    seed: int,
+    eval_freq: int,
+    n_eval_episodes: int = 10,
+    env_wrapper: list[str] | None = None,
 ) -> dict[str, Any]:
     """
     Train with an evaluation curve and a final evaluation.
 
     :return: ``initial_mean_reward``, ``curve``, ``final_mean_reward`` and ``wall_time_s`` (training only)
     """
-    callback = EvalCurveCallback(env_id, eval_freq, n_eval_episodes, seed)
+    callback = EvalCurveCallback(env_id, eval_freq, n_eval_episodes, seed, env_wrapper)
     start = time.perf_counter()
     model.learn(total_timesteps, callback=callback)
     wall_time = time.perf_counter() - start

@@ -23,6 +23,8 @@ from benchmarks.common import (
 from sb3_r2vpo import R2VPO, R2VPOOff
 
 RUNS_DIR = RESULTS_DIR / "runs"
+#: PPO settings for tasks rl_zoo3 has no PPO entry for (DeepMind Control).
+LOCAL_PPO_HYPERPARAMS = Path(__file__).resolve().parent / "hyperparams" / "ppo.yml"
 EVAL_FREQ = 5_000
 
 
@@ -67,12 +69,15 @@ def run(name: str, env_id: str, seed: int) -> dict[str, Any]:
     algo_class, hyperparams_file, overrides = algorithm(name)
     if hyperparams_file is None:
         raise RuntimeError(f"{name} needs rl_zoo3 for its hyperparameters: pip install .[zoo]")
-    entry = load_zoo_entry(hyperparams_file, env_id)
+    entry = load_zoo_entry(hyperparams_file, env_id, fallback=LOCAL_PPO_HYPERPARAMS if name == "ppo" else None)
     kwargs, env_settings = zoo_entry_to_kwargs(entry)
     policy = kwargs.pop("policy")
-    env = make_env(env_id, env_settings["n_envs"], seed, env_settings["normalize"])
-    model = algo_class(policy, env, seed=seed, **kwargs, **overrides)
-    result = train_and_evaluate(model, env_id, env_settings["n_timesteps"], seed, EVAL_FREQ)
+    env = make_env(env_id, env_settings["n_envs"], seed, env_settings["normalize"], env_settings["env_wrapper"])
+    model = algo_class(policy, env, seed=seed, **{**kwargs, **overrides})
+    eval_freq = max(EVAL_FREQ, env_settings["n_timesteps"] // 20)
+    result = train_and_evaluate(
+        model, env_id, env_settings["n_timesteps"], seed, eval_freq, env_wrapper=env_settings["env_wrapper"]
+    )
     payload = {
         "algo": name,
         "env_id": env_id,

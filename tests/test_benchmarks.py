@@ -24,7 +24,11 @@ def test_cli_help(script: str) -> None:
 
 
 def test_steps_to_threshold_and_mean_curve() -> None:
-    curve = [{"timesteps": 10, "mean_reward": -5.0}, {"timesteps": 20, "mean_reward": 1.0}, {"timesteps": 30, "mean_reward": 3.0}]
+    curve = [
+        {"timesteps": 10, "mean_reward": -5.0},
+        {"timesteps": 20, "mean_reward": 1.0},
+        {"timesteps": 30, "mean_reward": 3.0},
+    ]
     assert steps_to_threshold(curve, 1.0) == 20
     assert math.isinf(steps_to_threshold(curve, 4.0))
     steps, mean, std = mean_curve([curve, [{"timesteps": 10, "mean_reward": -3.0}, {"timesteps": 30, "mean_reward": 5.0}]])

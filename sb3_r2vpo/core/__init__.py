@@ -6,7 +6,7 @@ aggregation, the dual controller for ``lam`` and the f-divergence scale table.
 from sb3_r2vpo.core.aggregation import AGGREGATIONS, aggregate_loss
 from sb3_r2vpo.core.divergences import F_DIVERGENCES, FDivergence, alpha_divergence, f_divergence, target_var_from_divergence
 from sb3_r2vpo.core.dual import DEFAULT_AUTO_INIT, VarCoefController, parse_var_coef
-from sb3_r2vpo.core.objectives import OBJECTIVES, clip_objective, get_objective, r2vpo_objective, variance_penalty
+from sb3_r2vpo.core.objectives import OBJECTIVES, clip_objective, get_objective, r2vpo_objective
 from sb3_r2vpo.core.ratio import (
     ImportanceRatio,
     NonFiniteRatioError,
@@ -41,5 +41,4 @@ __all__ = [
     "parse_var_coef",
     "r2vpo_objective",
     "target_var_from_divergence",
-    "variance_penalty",
 ]

@@ -32,17 +32,6 @@ class Objective(Protocol):
     ) -> tuple[th.Tensor, RatioStats]: ...
 
 
-def variance_penalty(ratio_minus_one: th.Tensor, var_coef: float | th.Tensor) -> th.Tensor:
-    """
-    The R2VPO penalty ``lam * (r - 1)^2`` (the only place it is written).
-
-    :param ratio_minus_one: ``r - 1``
-    :param var_coef: the dual variable ``lam >= 0``
-    :return: the per-sample penalty
-    """
-    return var_coef * ratio_minus_one.square()
-
-
 def r2vpo_objective(
     log_prob: th.Tensor,
     behavior_log_prob: th.Tensor,
@@ -53,7 +42,7 @@ def r2vpo_objective(
     band: float = DEFAULT_RATIO_BAND,
 ) -> tuple[th.Tensor, RatioStats]:
     """
-    R2VPO's per-sample loss ``-r A + lam (r - 1)^2`` (METHOD.md, section 1).
+    R2VPO's per-sample loss ``-r A + lam (r - 1)^2`` (METHOD.md, section 1): the one place the penalty is written.
 
     Its gradient is ``-grad(r) (A - 2 lam (r - 1))``: plain policy gradient near ``r = 1``, smoothly
     attenuated (never zeroed) as the ratio moves away from 1.
@@ -67,8 +56,12 @@ def r2vpo_objective(
     :return: ``(per_sample_loss, ratio_stats)``
     """
     ratio = importance_ratio(log_prob, behavior_log_prob)
-    per_sample_loss = -ratio.ratio * advantages + variance_penalty(ratio.minus_one, var_coef)
-    return per_sample_loss, RatioStats.from_ratio(ratio.minus_one, log_ratio=ratio.log, mask=mask, band=band)
+    squared_deviation = ratio.minus_one.square()
+    per_sample_loss = var_coef * squared_deviation - ratio.ratio * advantages
+    stats = RatioStats.from_ratio(
+        ratio.minus_one, log_ratio=ratio.log, squared_deviation=squared_deviation, mask=mask, band=band
+    )
+    return per_sample_loss, stats
 
 
 def clip_objective(

@@ -33,7 +33,9 @@ def log_importance_ratio(log_prob: th.Tensor, behavior_log_prob: th.Tensor) -> t
         )
     if log_prob.dtype in (th.float16, th.bfloat16):
         log_prob = log_prob.float()
-    return log_prob - behavior_log_prob.to(log_prob.dtype)
+    if behavior_log_prob.dtype != log_prob.dtype:
+        behavior_log_prob = behavior_log_prob.to(log_prob.dtype)
+    return log_prob - behavior_log_prob
 
 
 class ImportanceRatio(NamedTuple):

@@ -1,44 +1,42 @@
 """Ratio statistics as mergeable sums, so they aggregate exactly over minibatches, micro-batches and processes."""
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch as th
 
 from sb3_r2vpo.core.ratio import NonFiniteRatioError
 
-# PPO's default clip range: ``ratio_outside_fraction`` with this band is comparable to PPO's ``clip_fraction``.
+# PPO's default clip range: ``ratio_outside`` with this band is comparable to PPO's ``clip_fraction``.
 DEFAULT_RATIO_BAND = 0.2
+
+
+def _exp(value: float) -> float:
+    """``exp`` that saturates to inf instead of raising OverflowError (and keeps NaN)."""
+    return math.exp(value) if value < 709.0 or math.isnan(value) else math.inf
 
 
 @dataclass
 class RatioStats:
     """
-    Sufficient statistics of a batch of importance ratios (all detached, 0-dim tensors).
+    Sufficient statistics of a batch of importance ratios (detached tensors).
 
     Keeping sums rather than means makes merging exact: the statistics of an optimizer step made of
-    several micro-batches (or several processes, after an all-reduce of the sums) equal those of one
-    big batch.
+    several micro-batches (or several processes, after an all-reduce of :meth:`tensors`) equal those of one
+    big batch. The extremes are kept as log-ratios: they stay finite where the ratio under- or overflows.
 
-    :param count: number of (unmasked) samples
-    :param sum_dev_one: ``sum(r - 1)``
-    :param sum_sq_dev_one: ``sum((r - 1)^2)``, the ratio variance about 1 times ``count``
-    :param sum_approx_kl: ``sum((r - 1) - log r)``, SB3's approximate KL times ``count``
-    :param n_outside: number of samples with ``|r - 1| > band``
-    :param ratio_min: smallest ratio
-    :param ratio_max: largest ratio
-    :param max_abs_log_ratio: largest ``|log r|`` (non-finite values show up here)
-    :param band: the band used for ``n_outside``
+    :param count: number of (unmasked) samples (a Python number when known without looking at the data)
+    :param sums: ``[sum(r - 1), sum((r - 1)^2), sum((r - 1) - log r), #{|r - 1| > band}]``; the second is the
+        ratio variance about 1 times ``count``, the third SB3's approximate KL times ``count``
+    :param min_log_ratio: smallest ``log r`` (NaN propagates here)
+    :param max_log_ratio: largest ``log r`` (NaN propagates here)
+    :param band: the band used for the outside count
     """
 
-    count: th.Tensor
-    sum_dev_one: th.Tensor
-    sum_sq_dev_one: th.Tensor
-    sum_approx_kl: th.Tensor
-    n_outside: th.Tensor
-    ratio_min: th.Tensor
-    ratio_max: th.Tensor
-    max_abs_log_ratio: th.Tensor
+    count: th.Tensor | float
+    sums: th.Tensor
+    min_log_ratio: th.Tensor
+    max_log_ratio: th.Tensor
     band: float = DEFAULT_RATIO_BAND
 
     @classmethod
@@ -47,6 +45,7 @@ class RatioStats:
         ratio_minus_one: th.Tensor,
         *,
         log_ratio: th.Tensor | None = None,
+        squared_deviation: th.Tensor | None = None,
         mask: th.Tensor | None = None,
         band: float = DEFAULT_RATIO_BAND,
     ) -> "RatioStats":
@@ -55,51 +54,32 @@ class RatioStats:
 
         :param ratio_minus_one: ``r - 1`` for every sample (or token)
         :param log_ratio: ``log r`` if known (it stays finite where ``r`` underflows to 0); default ``log1p(r - 1)``
+        :param squared_deviation: ``(r - 1)^2`` if already computed (the penalty computes it)
         :param mask: optional 0/1 (or bool) mask of the samples that count, same shape
-        :param band: half-width of the band around 1 for ``n_outside``
+        :param band: half-width of the band around 1 for the outside count
         :return: the statistics
         """
         with th.no_grad():
             dev = ratio_minus_one.detach()
             log_ratio = th.log1p(dev) if log_ratio is None else log_ratio.detach()
+            squared = dev.square() if squared_deviation is None else squared_deviation.detach()
             if dev.numel() == 0:
-                zero = dev.new_zeros(())
-                return cls(zero, zero, zero, zero, zero, dev.new_tensor(math.inf), dev.new_tensor(-math.inf), zero, band)
-            if mask is not None:
-                return cls._from_masked(dev, log_ratio, mask.detach().bool(), band)
-            # Called once per minibatch in SB3's hot loop: few kernels, no synchronization.
-            min_dev, max_dev = th.aminmax(dev)
-            return cls(
-                count=dev.new_tensor(float(dev.numel())),
-                sum_dev_one=dev.sum(),
-                sum_sq_dev_one=dev.square().sum(),
-                sum_approx_kl=(dev - log_ratio).sum(),
-                n_outside=(dev.abs() > band).sum(),
-                ratio_min=min_dev + 1.0,
-                ratio_max=max_dev + 1.0,
-                # NaN propagates through max(), so a NaN ratio is never hidden here.
-                max_abs_log_ratio=log_ratio.abs().max(),
-                band=band,
-            )
-
-    @classmethod
-    def _from_masked(cls, dev: th.Tensor, log_ratio: th.Tensor, valid: th.Tensor, band: float) -> "RatioStats":
-        # th.where instead of boolean indexing: indexing would synchronize with the GPU for every micro-batch.
-        zeros = th.zeros_like(dev)
-        dev_valid = th.where(valid, dev, zeros)
-        log_ratio_valid = th.where(valid, log_ratio, zeros)
-        inf = th.full_like(dev, math.inf)
-        return cls(
-            count=valid.sum().to(dev.dtype),
-            sum_dev_one=dev_valid.sum(),
-            sum_sq_dev_one=dev_valid.square().sum(),
-            sum_approx_kl=(dev_valid - log_ratio_valid).sum(),
-            n_outside=((dev_valid.abs() > band) & valid).sum(),
-            ratio_min=th.where(valid, dev, inf).min() + 1.0,
-            ratio_max=th.where(valid, dev, -inf).max() + 1.0,
-            max_abs_log_ratio=log_ratio_valid.abs().max(),
-            band=band,
-        )
+                return cls(0.0, dev.new_zeros(4), dev.new_tensor(math.inf), dev.new_tensor(-math.inf), band)
+            if mask is None:
+                count: th.Tensor | float = float(dev.numel())
+                min_log, max_log = th.aminmax(log_ratio)
+            else:
+                valid = mask.detach().bool()
+                # th.where instead of boolean indexing: indexing would synchronize with the GPU for every micro-batch.
+                count = valid.sum().to(dev.dtype)
+                inf = th.full_like(log_ratio, math.inf)
+                min_log, max_log = th.where(valid, log_ratio, inf).min(), th.where(valid, log_ratio, -inf).max()
+                zeros = th.zeros_like(dev)
+                dev, squared, log_ratio = (th.where(valid, x, zeros) for x in (dev, squared, log_ratio))
+            # One fused reduction: this runs once per minibatch in SB3's hot loop.
+            # (stack promotes the boolean row to the floating dtype)
+            columns = th.stack([dev, squared, dev - log_ratio, dev.abs() > band])
+            return cls(count, columns.reshape(4, -1).sum(dim=1), min_log, max_log, band)
 
     def merge(self, other: "RatioStats") -> "RatioStats":
         """
@@ -111,25 +91,17 @@ class RatioStats:
         if other.band != self.band:
             raise ValueError(f"Cannot merge ratio statistics with different bands ({self.band} and {other.band})")
         return RatioStats(
-            count=self.count + other.count,
-            sum_dev_one=self.sum_dev_one + other.sum_dev_one,
-            sum_sq_dev_one=self.sum_sq_dev_one + other.sum_sq_dev_one,
-            sum_approx_kl=self.sum_approx_kl + other.sum_approx_kl,
-            n_outside=self.n_outside + other.n_outside,
-            ratio_min=th.minimum(self.ratio_min, other.ratio_min),
-            ratio_max=th.maximum(self.ratio_max, other.ratio_max),
-            max_abs_log_ratio=th.maximum(self.max_abs_log_ratio, other.max_abs_log_ratio),
-            band=self.band,
+            self.count + other.count,
+            self.sums + other.sums,
+            th.minimum(self.min_log_ratio, other.min_log_ratio),
+            th.maximum(self.max_log_ratio, other.max_log_ratio),
+            self.band,
         )
 
-    @classmethod
-    def tensor_names(cls) -> list[str]:
-        """Names of the tensor fields, in order."""
-        return [f.name for f in fields(cls) if f.name != "band"]
-
     def tensors(self) -> list[th.Tensor]:
-        """The statistics as a list of tensors, in field order (for all-reduce or stacking)."""
-        return [getattr(self, name) for name in self.tensor_names()]
+        """``[count, sums, min_log_ratio, max_log_ratio]``: across processes, sum-reduce the first two, min/max the others."""
+        count = self.count if isinstance(self.count, th.Tensor) else self.sums.new_tensor(self.count)
+        return [count, self.sums, self.min_log_ratio, self.max_log_ratio]
 
     def summarize(self, *, context: str = "", extra: dict[str, th.Tensor] | None = None) -> dict[str, float]:
         """
@@ -144,38 +116,44 @@ class RatioStats:
         :raises NonFiniteRatioError: if a ratio statistic or an extra value is NaN or infinite
         """
         extra = extra or {}
-        # One stack and one transfer: a single device synchronization for all statistics and extras.
-        stacked = th.stack([*self.tensors(), *extra.values()]).detach().double().tolist()
-        names = self.tensor_names()
-        raw = dict(zip(names, stacked[: len(names)], strict=True))
-        extra_values = dict(zip(extra.keys(), stacked[len(names) :], strict=True))
-        count = max(raw["count"], 1.0)
-        mean_dev = raw["sum_dev_one"] / count
-        second_moment = raw["sum_sq_dev_one"] / count
+        scalars = [self.min_log_ratio, self.max_log_ratio, *extra.values()]
+        if isinstance(self.count, th.Tensor):
+            scalars.append(self.count)
+        # One stack, one concatenation and one transfer: a single device synchronization for everything.
+        values = th.cat([self.sums, th.stack(scalars)]).tolist()
+        sum_dev, sum_sq, sum_kl, n_outside, min_log, max_log = values[:6]
+        count = values[-1] if isinstance(self.count, th.Tensor) else self.count
+        extra_values = values[6 : 6 + len(extra)]
+        n = max(count, 1.0)
+        mean_dev, second_moment = sum_dev / n, sum_sq / n
         summary = {
             "ratio_var": second_moment,
             # Var(r) = E[(r-1)^2] - (E[r]-1)^2: deviations from 1 avoid cancellation when r ~ 1.
             "ratio_batch_var": max(second_moment - mean_dev * mean_dev, 0.0),
-            "approx_kl": raw["sum_approx_kl"] / count,
+            "approx_kl": sum_kl / n,
             "ratio_mean": 1.0 + mean_dev,
-            "ratio_min": raw["ratio_min"],
-            "ratio_max": raw["ratio_max"],
-            "ratio_outside": raw["n_outside"] / count,
-            "max_abs_log_ratio": raw["max_abs_log_ratio"],
-            "count": raw["count"],
-            **extra_values,
+            "ratio_min": _exp(min_log),
+            "ratio_max": _exp(max_log),
+            "ratio_outside": n_outside / n,
+            "max_abs_log_ratio": max(-min_log, max_log) if count > 0 else 0.0,
+            "count": count,
         }
-        checked = {k: v for k, v in summary.items() if k not in ("ratio_min", "ratio_max") or raw["count"] > 0}
-        bad = sorted(k for k, v in checked.items() if not math.isfinite(v))
-        if bad:
-            where = f" at {context}" if context else ""
-            details = ", ".join(f"{k}={v:.6g}" for k, v in summary.items())
-            raise NonFiniteRatioError(
-                f"Non-finite {', '.join(bad)}{where}: {details}. The policy moved too far from the behavior policy "
-                "(or a log-probability is -inf/NaN). Try a smaller learning_rate, a larger var_coef "
-                "(or a smaller target_var), fewer n_epochs, or check the environment's observations and rewards."
-            )
+        summary.update(zip(extra, extra_values, strict=True))
+        checked = values if count > 0 else [*values[:4], *extra_values]
+        if not all(map(math.isfinite, checked)):
+            self._raise_non_finite(summary, context)
         return summary
+
+    @staticmethod
+    def _raise_non_finite(summary: dict[str, float], context: str) -> None:
+        bad = sorted(k for k, v in summary.items() if not math.isfinite(v) and k not in ("ratio_min",))
+        where = f" at {context}" if context else ""
+        details = ", ".join(f"{k}={v:.6g}" for k, v in summary.items())
+        raise NonFiniteRatioError(
+            f"Non-finite {', '.join(bad) or 'ratio statistics'}{where}: {details}. The policy moved too far from the "
+            "behavior policy (or a log-probability is -inf/NaN). Try a smaller learning_rate, a larger var_coef "
+            "(or a smaller target_var), fewer n_epochs, or check the environment's observations and rewards."
+        )
 
 
 def grouped_second_moment(ratio_minus_one: th.Tensor, group_ids: th.Tensor, n_groups: int) -> tuple[th.Tensor, th.Tensor]:

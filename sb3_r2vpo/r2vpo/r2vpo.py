@@ -262,7 +262,11 @@ class R2VPO(OnPolicyAlgorithm):
         metrics.add(summary, var_coef)
 
     def _minibatch_loss(
-        self, rollout_data: RolloutBufferSamples, clip_range_vf: float | None, context: str
+        self,
+        rollout_data: RolloutBufferSamples,
+        clip_range_vf: float | None,
+        context: str,
+        previous_grad_norm: th.Tensor | None = None,
     ) -> tuple[th.Tensor, dict[str, float]]:
         """
         Forward pass on one minibatch: the total loss and its statistics, checked for NaN/inf.
@@ -270,6 +274,7 @@ class R2VPO(OnPolicyAlgorithm):
         :param rollout_data: the minibatch; ``old_log_prob`` is the behavior policy's log-probability
         :param clip_range_vf: value clipping range, or None
         :param context: where we are in training, for error messages
+        :param previous_grad_norm: gradient norm of the previous gradient step, checked in the same transfer
         :return: ``(loss, summary)`` where ``summary`` holds the ratio statistics and the loss terms
         """
         actions = rollout_data.actions
@@ -306,28 +311,33 @@ class R2VPO(OnPolicyAlgorithm):
                 "value_loss": value_loss,
                 "entropy_loss": entropy_loss,
                 "loss": loss,
+                **({} if previous_grad_norm is None else {"previous_step_grad_norm": previous_grad_norm}),
                 **self._extra_minibatch_stats(log_prob, rollout_data),
             },
         )
         return loss, summary
 
-    def _gradient_step(self, loss: th.Tensor, context: str) -> None:
+    def _gradient_step(self, loss: th.Tensor) -> th.Tensor:
         """
         Backward pass, gradient clipping and optimizer step.
 
         :param loss: the scalar loss
-        :param context: where we are in training, for error messages
+        :return: the gradient norm before clipping (a tensor: it is checked with the next minibatch's statistics,
+            so that the check costs no extra device synchronization)
         """
         self.policy.optimizer.zero_grad()
         loss.backward()
-        try:
-            th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm, error_if_nonfinite=True)
-        except RuntimeError as error:
-            raise NonFiniteRatioError(
-                f"Non-finite gradient norm at {context} (var_coef={self.var_coef_controller.value:.6g}): the loss was finite "
-                "but its gradient overflowed. Try a smaller learning_rate or a larger var_coef / smaller target_var."
-            ) from error
+        grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
         self.policy.optimizer.step()
+        return grad_norm
+
+    @staticmethod
+    def _check_grad_norm(grad_norm: th.Tensor | None, context: str) -> None:
+        if grad_norm is not None and not th.isfinite(grad_norm).item():
+            raise NonFiniteRatioError(
+                f"Non-finite gradient norm ({grad_norm.item()}) at {context}: the loss was finite but its gradient "
+                "overflowed. Try a smaller learning_rate or a larger var_coef / smaller target_var."
+            )
 
     def train(self) -> None:
         """
@@ -345,12 +355,13 @@ class R2VPO(OnPolicyAlgorithm):
 
         metrics = MinibatchMetrics()
         iteration = self._n_updates // max(self.n_epochs, 1)
+        grad_norm: th.Tensor | None = None
         for epoch, minibatches in enumerate(self._training_epochs()):
             metrics.start_epoch()
             continue_training = True
             for minibatch, rollout_data in enumerate(minibatches):
                 context = f"train() call {iteration}, epoch {epoch}, minibatch {minibatch}"
-                loss, summary = self._minibatch_loss(rollout_data, clip_range_vf, context)
+                loss, summary = self._minibatch_loss(rollout_data, clip_range_vf, context, grad_norm)
                 self._accumulate(metrics, summary, self.var_coef_controller.value)
 
                 # Approximate reverse KL for early stopping, as PPO (SB3 issue #417)
@@ -360,13 +371,14 @@ class R2VPO(OnPolicyAlgorithm):
                         print(f"Early stopping at step {epoch} due to reaching max kl: {summary['approx_kl']:.2f}")
                     break
 
-                self._gradient_step(loss, context)
+                grad_norm = self._gradient_step(loss)
                 self.var_coef_controller.step(summary["ratio_var"])
 
             self._n_updates += 1
             if not continue_training:
                 break
 
+        self._check_grad_norm(grad_norm, f"train() call {iteration}, last gradient step")
         self._record_train_metrics(metrics, clip_range_vf)
 
     def _record_train_metrics(self, metrics: MinibatchMetrics, clip_range_vf: float | None) -> None:
