@@ -59,27 +59,27 @@ class RatioStats:
         :param band: half-width of the band around 1 for the outside count
         :return: the statistics
         """
-        with th.no_grad():
-            dev = ratio_minus_one.detach()
-            log_ratio = th.log1p(dev) if log_ratio is None else log_ratio.detach()
-            squared = dev.square() if squared_deviation is None else squared_deviation.detach()
-            if dev.numel() == 0:
-                return cls(0.0, dev.new_zeros(4), dev.new_tensor(math.inf), dev.new_tensor(-math.inf), band)
-            if mask is None:
-                count: th.Tensor | float = float(dev.numel())
-                min_log, max_log = th.aminmax(log_ratio)
-            else:
-                valid = mask.detach().bool()
-                # th.where instead of boolean indexing: indexing would synchronize with the GPU for every micro-batch.
-                count = valid.sum().to(dev.dtype)
-                inf = th.full_like(log_ratio, math.inf)
-                min_log, max_log = th.where(valid, log_ratio, inf).min(), th.where(valid, log_ratio, -inf).max()
-                zeros = th.zeros_like(dev)
-                dev, squared, log_ratio = (th.where(valid, x, zeros) for x in (dev, squared, log_ratio))
-            # One fused reduction: this runs once per minibatch in SB3's hot loop.
-            # (stack promotes the boolean row to the floating dtype)
-            columns = th.stack([dev, squared, dev - log_ratio, dev.abs() > band])
-            return cls(count, columns.reshape(4, -1).sum(dim=1), min_log, max_log, band)
+        # Everything below works on detached tensors: no autograd bookkeeping (and no no_grad() context cost).
+        dev = ratio_minus_one.detach()
+        log_ratio = th.log1p(dev) if log_ratio is None else log_ratio.detach()
+        squared = dev.square() if squared_deviation is None else squared_deviation.detach()
+        if dev.numel() == 0:
+            return cls(0.0, dev.new_zeros(4), dev.new_tensor(math.inf), dev.new_tensor(-math.inf), band)
+        if mask is None:
+            count: th.Tensor | float = float(dev.numel())
+            min_log, max_log = th.aminmax(log_ratio)
+        else:
+            valid = mask.detach().bool()
+            # th.where instead of boolean indexing: indexing would synchronize with the GPU for every micro-batch.
+            count = valid.sum().to(dev.dtype)
+            inf = th.full_like(log_ratio, math.inf)
+            min_log, max_log = th.where(valid, log_ratio, inf).min(), th.where(valid, log_ratio, -inf).max()
+            zeros = th.zeros_like(dev)
+            dev, squared, log_ratio = (th.where(valid, x, zeros) for x in (dev, squared, log_ratio))
+        # One fused reduction: this runs once per minibatch in SB3's hot loop.
+        # (stack promotes the boolean row to the floating dtype)
+        columns = th.stack([dev, squared, dev - log_ratio, dev.abs() > band])
+        return cls(count, columns.reshape(4, -1).sum(dim=1), min_log, max_log, band)
 
     def merge(self, other: "RatioStats") -> "RatioStats":
         """
