@@ -6,12 +6,14 @@ from typing import NamedTuple
 import torch as th
 
 
-class NonFiniteRatioError(FloatingPointError):
+class NonFiniteRatioError(FloatingPointError, ValueError):
     """
-    Raised when an importance ratio, a ratio statistic or a loss is NaN or infinite.
+    Raised when an importance ratio, a ratio statistic, a loss or a gradient norm is NaN or infinite.
 
     The message carries the context (where in training it happened) and the offending statistics,
     so a diverging run stops with an explanation instead of silently writing NaN into the weights.
+    It is also a ``ValueError``, like the error torch's distributions raise on NaN parameters, so code
+    that handles diverging runs that way (rl_zoo3's Optuna objective prunes such trials) handles it too.
     """
 
 

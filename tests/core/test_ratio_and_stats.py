@@ -76,3 +76,10 @@ def test_statistics_merge_equals_whole_batch_and_respects_mask() -> None:
 def test_merge_refuses_different_bands() -> None:
     with pytest.raises(ValueError, match="different bands"):
         RatioStats.from_ratio(th.zeros(2), band=0.2).merge(RatioStats.from_ratio(th.zeros(2), band=0.3))
+
+
+def test_non_finite_error_is_a_value_error() -> None:
+    """rl_zoo3's Optuna objective prunes trials that raise ValueError (as torch's distributions do on NaN)."""
+    _, stats = r2vpo_objective(th.tensor([math.nan]), th.zeros(1), th.ones(1))
+    with pytest.raises(ValueError):
+        stats.summarize()

@@ -1,0 +1,3 @@
+from sb3_r2vpo.zoo.cli import main
+
+main()

@@ -1,0 +1,164 @@
+"""The rl_zoo3 integration, through the real ``r2vpo-zoo`` command line (subprocesses) and rl_zoo3's own objects."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import optuna
+import pytest
+import yaml
+
+from sb3_r2vpo import R2VPO, R2VPOOff
+from sb3_r2vpo.zoo import convert_r2vpo_params, hyperparams_path, register, sample_r2vpo_off_params, sample_r2vpo_params
+from sb3_r2vpo.zoo.registration import _preprocess_extra_schedules
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+
+
+def zoo(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "sb3_r2vpo.zoo", *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_register_adds_algorithms_samplers_and_converters() -> None:
+    from rl_zoo3 import hyperparams_opt, utils
+
+    register()
+    register()  # idempotent
+    assert utils.ALGOS["r2vpo"] is R2VPO and utils.ALGOS["r2vpo_off"] is R2VPOOff
+    assert hyperparams_opt.HYPERPARAMS_SAMPLER["r2vpo"] is sample_r2vpo_params
+    assert hyperparams_opt.HYPERPARAMS_CONVERTER["r2vpo_off"] is convert_r2vpo_params
+    for algo in ("r2vpo", "r2vpo_off"):
+        entries = yaml.safe_load(hyperparams_path(algo).read_text())
+        assert {"CartPole-v1", "Pendulum-v1", "default"} <= set(entries)
+
+
+@pytest.mark.parametrize("sampler", [sample_r2vpo_params, sample_r2vpo_off_params])
+def test_raw_parameters_survive_trial_reloading(sampler) -> None:
+    """What --trial-id hands the converter (the study's raw params) rebuilds exactly the sampled kwargs."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(6):
+        trial = study.ask()
+        kwargs = sampler(trial, n_actions=1, n_envs=1, additional_args={})
+        assert convert_r2vpo_params(trial.params) == kwargs
+        assert "clip_range" not in kwargs
+        var_coef = kwargs["var_coef"]
+        assert (isinstance(var_coef, float) and var_coef > 0) or var_coef.startswith("auto_")
+        study.tell(trial, 0.0)
+
+
+def test_target_var_schedules_in_yml() -> None:
+    converted = _preprocess_extra_schedules({"target_var": "lin_0.02"})
+    assert converted["target_var"](1.0) == pytest.approx(0.02) and converted["target_var"](0.0) == 0.0
+    assert _preprocess_extra_schedules({"target_var": 0.05})["target_var"](0.3) == 0.05
+    with pytest.raises(ValueError, match=r"target_var='exp_0\.1'"):
+        _preprocess_extra_schedules({"target_var": "exp_0.1"})
+
+
+@pytest.mark.parametrize("algo", ["r2vpo", "r2vpo_off"])
+def test_train_then_enjoy_cartpole(algo: str, tmp_path: Path) -> None:
+    train = zoo(
+        "train",
+        "--algo",
+        algo,
+        "--env",
+        "CartPole-v1",
+        "-n",
+        "2048",
+        "-f",
+        "logs",
+        "--seed",
+        "0",
+        "--eval-freq",
+        "-1",
+        cwd=tmp_path,
+    )
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert (tmp_path / "logs" / algo / "CartPole-v1_1" / "CartPole-v1.zip").exists()
+    assert f"Loading hyperparameters from: {hyperparams_path(algo)}" in train.stdout  # the packaged default
+    enjoy = zoo(
+        "enjoy",
+        "--algo",
+        algo,
+        "--env",
+        "CartPole-v1",
+        "-f",
+        "logs",
+        "--exp-id",
+        "1",
+        "-n",
+        "600",
+        "--no-render",
+        cwd=tmp_path,
+    )
+    assert enjoy.returncode == 0, enjoy.stderr[-3000:]
+    assert "Mean reward" in enjoy.stdout
+
+
+@pytest.mark.parametrize("algo", ["r2vpo", "r2vpo_off"])
+def test_train_dm_control_cartpole_swingup(algo: str, tmp_path: Path) -> None:
+    env_id = "dm_control/cartpole-swingup-v0"
+    train = zoo(
+        "train", "--algo", algo, "--env", env_id, "-n", "2048", "-f", "logs", "--seed", "0", "--eval-freq", "-1", cwd=tmp_path
+    )
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert (tmp_path / "logs" / algo / "dm_control-cartpole-swingup-v0_1" / "dm_control-cartpole-swingup-v0.zip").exists()
+    enjoy = zoo(
+        "enjoy", "--algo", algo, "--env", env_id, "-f", "logs", "--exp-id", "1", "-n", "1000", "--no-render", cwd=tmp_path
+    )
+    assert enjoy.returncode == 0, enjoy.stderr[-3000:]
+
+
+def test_dm_control_episode_end_is_a_truncation() -> None:
+    import shimmy  # noqa: F401
+
+    env = gym.make("dm_control/cartpole-swingup-v0")
+    env.reset(seed=0)
+    steps, terminated, truncated = 0, False, False
+    while not (terminated or truncated):
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        steps += 1
+    # A truncation, which SB3 bootstraps with the value function (TimeLimit.truncated), not a terminal state.
+    assert truncated and not terminated and steps == 1000
+
+
+def test_optimize_with_journal_storage_then_reload_a_trial(tmp_path: Path) -> None:
+    common = ["--algo", "r2vpo", "--env", "Pendulum-v1", "-f", "logs", "--storage", "study.log", "--study-name", "s"]
+    optimize = zoo(
+        "train", *common, "-n", "1024", "-optimize", "--n-trials", "2", "--sampler", "tpe", "--pruner", "median",
+        "--n-evaluations", "1", "--eval-episodes", "2", "--seed", "0", cwd=tmp_path,
+    )  # fmt: skip
+    assert optimize.returncode == 0, optimize.stderr[-3000:]
+    assert "Number of finished trials:  2" in optimize.stdout
+    assert (tmp_path / "study.log").exists()
+
+    reload = zoo("train", *common, "-n", "512", "--trial-id", "1", "--eval-freq", "-1", cwd=tmp_path)
+    assert reload.returncode == 0, reload.stderr[-3000:]
+    assert "Loading from Optuna study" in reload.stdout
+    assert "var_coef" in reload.stdout
+
+
+def test_unknown_env_id_is_a_clear_error(tmp_path: Path) -> None:
+    result = zoo("train", "--algo", "r2vpo", "--env", "NoSuchEnv-v0", "-n", "64", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "NoSuchEnv-v0 not found in gym registry" in result.stderr
+
+
+def test_malformed_yml_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "bad.yml").write_text("CartPole-v1:\n  n_steps: [32\n")
+    result = zoo("train", "--algo", "r2vpo", "--env", "CartPole-v1", "-n", "64", "-conf", "bad.yml", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "bad.yml" in result.stderr and "while parsing" in result.stderr
+    (tmp_path / "unknown.yml").write_text("CartPole-v1:\n  n_timesteps: 64\n  policy: MlpPolicy\n  clip_range: 0.2\n")
+    result = zoo("train", "--algo", "r2vpo", "--env", "CartPole-v1", "-n", "64", "-conf", "unknown.yml", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "clip_range" in result.stderr
+
+
+def test_cli_usage(tmp_path: Path) -> None:
+    assert "usage: r2vpo-zoo" in zoo("--help", cwd=tmp_path).stdout
+    bad = zoo("dance", cwd=tmp_path)
+    assert bad.returncode != 0 and "unknown script 'dance'" in bad.stderr
