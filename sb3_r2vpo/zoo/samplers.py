@@ -56,6 +56,14 @@ def convert_r2vpo_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
     return convert_onpolicy_params(params)
 
 
+def _finish(trial: optuna.Trial, sampled: dict[str, Any]) -> dict[str, Any]:
+    """Show the true values in the study (as rl_zoo3 does for PPO) and convert."""
+    trial.set_user_attr("gamma", 1 - sampled["one_minus_gamma"])
+    trial.set_user_attr("n_steps", 2 ** sampled["n_steps_pow"])
+    trial.set_user_attr("batch_size", 2 ** sampled["batch_size_pow"])
+    return convert_r2vpo_params(sampled)
+
+
 def sample_r2vpo_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
     """
     Sampler for R2VPO: PPO's knobs (``n_epochs`` included) plus the penalty.
@@ -71,10 +79,7 @@ def sample_r2vpo_params(trial: optuna.Trial, n_actions: int, n_envs: int, additi
         "n_epochs": trial.suggest_categorical("n_epochs", [1, 5, 10, 20]),
         **_sample_penalty(trial),
     }
-    trial.set_user_attr("gamma", 1 - sampled["one_minus_gamma"])
-    trial.set_user_attr("n_steps", 2 ** sampled["n_steps_pow"])
-    trial.set_user_attr("batch_size", 2 ** sampled["batch_size_pow"])
-    return convert_r2vpo_params(sampled)
+    return _finish(trial, sampled)
 
 
 def sample_r2vpo_off_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
@@ -93,7 +98,4 @@ def sample_r2vpo_off_params(trial: optuna.Trial, n_actions: int, n_envs: int, ad
         "utd_ratio": trial.suggest_float("utd_ratio", 0.5, 20.0, log=True),
         **_sample_penalty(trial),
     }
-    trial.set_user_attr("gamma", 1 - sampled["one_minus_gamma"])
-    trial.set_user_attr("n_steps", 2 ** sampled["n_steps_pow"])
-    trial.set_user_attr("batch_size", 2 ** sampled["batch_size_pow"])
-    return convert_r2vpo_params(sampled)
+    return _finish(trial, sampled)

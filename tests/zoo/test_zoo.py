@@ -24,6 +24,20 @@ def zoo(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProces
     )
 
 
+def zoo_ok(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    result = zoo(*args, cwd=cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def train_quickly(algo: str, env_id: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Train the shipped entry for one tiny rollout and update (rl_zoo3's -params shrinks it)."""
+    shrink = ["n_steps:16", "n_epochs:1" if algo == "r2vpo" else "utd_ratio:1"]
+    return zoo_ok(
+        "train", "--algo", algo, "--env", env_id, "-n", "16", "-f", "logs", "--eval-freq", "-1", "-params", *shrink, cwd=cwd
+    )
+
+
 def test_register_adds_algorithms_samplers_and_converters() -> None:
     from rl_zoo3 import hyperparams_opt, utils
 
@@ -173,28 +187,9 @@ SHIPPED_ENTRIES = sorted(k for k in yaml.safe_load(hyperparams_path("r2vpo").rea
 def test_every_shipped_entry_builds_and_trains(algo: str, env_id: str, tmp_path: Path) -> None:
     """
     Every shipped entry builds (wrappers, normalization, policy kwargs, constructor) and completes an update through
-    the real CLI, MuJoCo and DeepMind Control included; rl_zoo3's -params shrinks the rollout to keep it fast.
+    the real CLI, MuJoCo and DeepMind Control included.
     """
-    shrink = ["-params", "n_steps:16", "n_epochs:1" if algo == "r2vpo" else "utd_ratio:1"]
-    result = zoo(
-        "train",
-        "--algo",
-        algo,
-        "--env",
-        env_id,
-        "-n",
-        "16",
-        "-f",
-        "logs",
-        "--eval-freq",
-        "-1",
-        "--seed",
-        "0",
-        *shrink,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Saving to" in result.stdout
+    assert "Saving to" in train_quickly(algo, env_id, tmp_path).stdout
 
 
 @pytest.mark.skipif(
@@ -202,25 +197,8 @@ def test_every_shipped_entry_builds_and_trains(algo: str, env_id: str, tmp_path:
 )
 def test_record_video_headless_dm_control(tmp_path: Path) -> None:
     env_id = "dm_control/cartpole-swingup-v0"
-    train = zoo(
-        "train",
-        "--algo",
-        "r2vpo",
-        "--env",
-        env_id,
-        "-n",
-        "16",
-        "-f",
-        "logs",
-        "--eval-freq",
-        "-1",
-        "-params",
-        "n_steps:16",
-        "n_epochs:1",
-        cwd=tmp_path,
-    )
-    assert train.returncode == 0, train.stderr[-3000:]
-    record = zoo(
+    train_quickly("r2vpo", env_id, tmp_path)
+    zoo_ok(
         "record_video",
         "--algo",
         "r2vpo",
@@ -236,5 +214,4 @@ def test_record_video_headless_dm_control(tmp_path: Path) -> None:
         "videos",
         cwd=tmp_path,
     )
-    assert record.returncode == 0, record.stderr[-3000:]
     assert list((tmp_path / "videos").glob("*.mp4"))
