@@ -215,3 +215,46 @@ def test_record_video_headless_dm_control(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert list((tmp_path / "videos").glob("*.mp4"))
+
+
+NAN_ENV_MODULE = '''
+import math
+
+import gymnasium as gym
+
+
+class NanOnceCartPole(gym.Wrapper):
+    """CartPole whose very first instance in the process returns one NaN reward at its 40th step."""
+
+    poisoned = False
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.steps = 0
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.steps += 1
+        if self.steps == 40 and not NanOnceCartPole.poisoned:
+            NanOnceCartPole.poisoned = True
+            reward = math.nan
+        return obs, reward, terminated, truncated, info
+
+
+gym.register("NanOnceCartPole-v0", entry_point=lambda **kwargs: NanOnceCartPole(gym.make("CartPole-v1", **kwargs)))
+'''
+
+
+def test_a_diverging_trial_is_pruned_not_a_crash(tmp_path: Path) -> None:
+    (tmp_path / "nan_once_env.py").write_text(NAN_ENV_MODULE)
+    (tmp_path / "conf.yml").write_text("NanOnceCartPole-v0:\n  n_timesteps: 256\n  policy: MlpPolicy\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "sb3_r2vpo.zoo", "train", "--algo", "r2vpo", "--env", "NanOnceCartPole-v0",
+         "--gym-packages", "nan_once_env", "-conf", "conf.yml", "-n", "256", "-optimize", "--n-trials", "2",
+         "--sampler", "random", "--pruner", "none", "--n-evaluations", "1", "--eval-episodes", "1", "-f", "logs"],
+        cwd=tmp_path, env={**ENV, "PYTHONPATH": str(tmp_path)}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Non-finite" in result.stdout  # our error, printed by rl_zoo3 before pruning
+    assert "Trial 0 pruned" in result.stderr
+    assert "Number of finished trials:  2" in result.stdout
