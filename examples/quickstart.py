@@ -32,6 +32,7 @@ def main() -> None:
         n_epochs=20,
         learning_rate=LinearSchedule(1e-3, 0.0, 1.0),
         var_coef="auto",
+        target_var=LinearSchedule(0.02, 0.0, 1.0),  # annealed with the learning rate, as PPO anneals its clip
         seed=args.seed,
     )
     model.learn(args.timesteps, progress_bar=True)
