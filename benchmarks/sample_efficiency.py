@@ -12,7 +12,7 @@ evaluation at or above it (inf if never). Target: median steps of R2VPO-OFF <= 0
     python -m benchmarks.sample_efficiency --envs Pendulum-v1 --seeds 0 1 2
 
 Needs rl_zoo3 for PPO's hyperparameters (``pip install .[zoo]``). Runs are cached in ``results/runs``; this
-script writes ``results/sample_efficiency/summary.json`` and ``curves.png``.
+script writes ``results/sample_efficiency/<env>.json`` and ``<env>.png`` for each env.
 """
 
 import argparse
@@ -64,22 +64,21 @@ def main() -> None:
     if "ppo" not in args.algos:
         parser.error("the threshold is PPO's final return: keep 'ppo' in --algos")
 
-    summary: dict[str, Any] = {"seeds": args.seeds, "results": {}}
-    fig, axes = curve_panels(len(args.envs))
-    for ax, env_id in zip(axes, args.envs, strict=True):
+    for env_id in args.envs:
         table = summarize(env_id, args.seeds, args.algos)
         runs = table.pop("runs")
-        summary["results"][env_id] = table
+        fig, (ax,) = curve_panels(1)
         for algo in args.algos:
             plot_mean_curve(ax, [r["curve"] for r in runs[algo]], algo)
         finish_curve_panel(ax, f"{env_id} ({len(args.seeds)} seeds)", table["threshold"], "PPO's final return")
+        name = env_id.replace("/", "_")
+        save_figure_and_json(fig, OUT_DIR, f"{name}.png", f"{name}.json", {"env_id": env_id, "seeds": args.seeds, **table})
         for algo, row in table["algos"].items():
             print(
                 f"{env_id:12s} {algo:16s} steps to {table['threshold']:.1f}: {row['steps_to_threshold']} "
                 f"(median {row['median_steps_to_threshold']:g}, {row['steps_ratio_vs_ppo']:.2f}x PPO); "
                 f"final {np.round(row['final_mean_rewards'], 1).tolist()}"
             )
-    save_figure_and_json(fig, OUT_DIR, "curves.png", "summary.json", summary)
 
 
 if __name__ == "__main__":
