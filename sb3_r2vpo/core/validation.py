@@ -2,6 +2,7 @@
 
 import math
 import numbers
+from collections.abc import Callable
 from typing import Any
 
 
@@ -30,3 +31,33 @@ def check_positive(name: str, value: Any, *, allow_zero: bool = False, allow_inf
     if not finite_ok or value < 0.0 or (value == 0.0 and not allow_zero):
         raise ValueError(f"{name}={value!r} is out of range: expected a {kind} {bound}")
     return value
+
+
+def check_int(name: str, value: Any, minimum: int) -> int:
+    """An integer hyperparameter (an integral float is accepted) that must be ``>= minimum``."""
+    if isinstance(value, bool) or (not isinstance(value, int) and not (is_real_number(value) and float(value).is_integer())):
+        raise ValueError(f"{name}={value!r} (type {type(value).__name__}) is invalid: expected an integer >= {minimum}")
+    if int(value) < minimum:
+        raise ValueError(f"{name}={value!r} is out of range: expected an integer >= {minimum}")
+    return int(value)
+
+
+def check_unit_interval(name: str, value: Any) -> float:
+    """A number in ``[0, 1]`` (discount factors, GAE's lambda)."""
+    if not is_real_number(value) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name}={value!r} is out of range: expected a number in [0, 1]")
+    return float(value)
+
+
+def check_schedule(name: str, value: Any) -> None:
+    """A schedule (any callable) or a finite number ``> 0``."""
+    if not callable(value):
+        check_positive(name, value)
+
+
+def check_schedule_value(
+    name: str, schedule: float | Callable[[float], float], progress_remaining: float, *, allow_zero: bool
+) -> float:
+    """The value of a float-or-schedule hyperparameter at ``progress_remaining``, validated (a schedule may end at 0)."""
+    value = schedule(progress_remaining) if callable(schedule) else schedule
+    return check_positive(f"{name} (at progress_remaining={progress_remaining:.3g})", value, allow_zero=allow_zero)

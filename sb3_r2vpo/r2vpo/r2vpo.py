@@ -19,35 +19,10 @@ from sb3_r2vpo.core import (
     check_positive,
     r2vpo_objective,
 )
-from sb3_r2vpo.core.validation import is_real_number
+from sb3_r2vpo.core.validation import check_int, check_schedule, check_schedule_value, check_unit_interval
 from sb3_r2vpo.r2vpo.metrics import MinibatchMetrics
 
 SelfR2VPO = TypeVar("SelfR2VPO", bound="R2VPO")
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or (not isinstance(value, int) and not (is_real_number(value) and float(value).is_integer())):
-        raise ValueError(f"{name}={value!r} (type {type(value).__name__}) is invalid: expected an integer >= {minimum}")
-    if int(value) < minimum:
-        raise ValueError(f"{name}={value!r} is out of range: expected an integer >= {minimum}")
-    return int(value)
-
-
-def _check_unit_interval(name: str, value: Any) -> float:
-    if not is_real_number(value) or not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"{name}={value!r} is out of range: expected a number in [0, 1]")
-    return float(value)
-
-
-def _check_schedule(name: str, value: Any) -> None:
-    if not callable(value):
-        check_positive(name, value)
-
-
-def _check_schedule_value(name: str, schedule: float | Schedule, progress_remaining: float, *, allow_zero: bool) -> float:
-    """The value of a float-or-schedule hyperparameter at ``progress_remaining``, validated (a schedule may end at 0)."""
-    value = schedule(progress_remaining) if callable(schedule) else schedule
-    return check_positive(f"{name} (at progress_remaining={progress_remaining:.3g})", value, allow_zero=allow_zero)
 
 
 class R2VPO(OnPolicyAlgorithm):
@@ -164,25 +139,25 @@ class R2VPO(OnPolicyAlgorithm):
         _init_setup_model: bool = True,
     ):
         # Validate everything before the environment is built or any memory is allocated.
-        _check_schedule("target_var", target_var)
-        initial_target_var = _check_schedule_value("target_var", target_var, 1.0, allow_zero=False)
+        check_schedule("target_var", target_var)
+        initial_target_var = check_schedule_value("target_var", target_var, 1.0, allow_zero=False)
         self.var_coef_controller = VarCoefController(
             var_coef, target_var=initial_target_var, var_coef_lr=var_coef_lr, var_coef_max=var_coef_max
         )
-        _check_schedule("learning_rate", learning_rate)
-        n_steps = _check_int("n_steps", n_steps, 1)
-        batch_size = _check_int("batch_size", batch_size, 2 if normalize_advantage else 1)
-        n_epochs = _check_int("n_epochs", n_epochs, 1)
-        _check_unit_interval("gamma", gamma)
-        _check_unit_interval("gae_lambda", gae_lambda)
+        check_schedule("learning_rate", learning_rate)
+        n_steps = check_int("n_steps", n_steps, 1)
+        batch_size = check_int("batch_size", batch_size, 2 if normalize_advantage else 1)
+        n_epochs = check_int("n_epochs", n_epochs, 1)
+        check_unit_interval("gamma", gamma)
+        check_unit_interval("gae_lambda", gae_lambda)
         if clip_range_vf is not None:
-            _check_schedule("clip_range_vf", clip_range_vf)
+            check_schedule("clip_range_vf", clip_range_vf)
         check_positive("ent_coef", ent_coef, allow_zero=True)
         check_positive("vf_coef", vf_coef, allow_zero=True)
         check_positive("max_grad_norm", max_grad_norm, allow_inf=True)
         if target_kl is not None:
             check_positive("target_kl", target_kl)
-        _check_int("stats_window_size", stats_window_size, 1)
+        check_int("stats_window_size", stats_window_size, 1)
 
         super().__init__(
             policy,
@@ -350,7 +325,7 @@ class R2VPO(OnPolicyAlgorithm):
         # Switch to train mode (this affects batch norm / dropout)
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
-        self.var_coef_controller.target_var = _check_schedule_value(
+        self.var_coef_controller.target_var = check_schedule_value(
             "target_var", self.target_var, self._current_progress_remaining, allow_zero=True
         )
         clip_range_vf = None

@@ -15,8 +15,9 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_r2vpo.core import check_positive, grouped_second_moment, importance_ratio
+from sb3_r2vpo.core.validation import check_int
 from sb3_r2vpo.r2vpo.metrics import MinibatchMetrics
-from sb3_r2vpo.r2vpo.r2vpo import R2VPO, _check_int
+from sb3_r2vpo.r2vpo.r2vpo import R2VPO
 from sb3_r2vpo.r2vpo_off.buffers import (
     ReplayBufferSamples,
     RolloutReplayBuffer,
@@ -122,7 +123,7 @@ class R2VPOOff(R2VPO):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
-        self.replay_capacity = _check_int("replay_capacity", replay_capacity, 1)
+        self.replay_capacity = check_int("replay_capacity", replay_capacity, 1)
         self.utd_ratio = check_positive("utd_ratio", utd_ratio)
         self.recompute_advantages = bool(recompute_advantages)
         super().__init__(
