@@ -15,7 +15,7 @@ from sb3_r2vpo import R2VPO, R2VPOOff
 from sb3_r2vpo.zoo import convert_r2vpo_params, hyperparams_path, register, sample_r2vpo_off_params, sample_r2vpo_params
 from sb3_r2vpo.zoo.registration import _preprocess_extra_schedules
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "MPLBACKEND": "Agg"}
 
 
 def zoo(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -111,6 +111,7 @@ def test_train_then_enjoy_cartpole(algo: str, tmp_path: Path) -> None:
     )
     assert enjoy.returncode == 0, enjoy.stderr[-3000:]
     assert "Mean reward" in enjoy.stdout
+    zoo_ok("plot_train", "--algo", algo, "--env", "CartPole-v1", "-f", "logs", cwd=tmp_path)
 
 
 @pytest.mark.parametrize("algo", ["r2vpo", "r2vpo_off"])
