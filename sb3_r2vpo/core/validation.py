@@ -59,5 +59,7 @@ def check_schedule_value(
     name: str, schedule: float | Callable[[float], float], progress_remaining: float, *, allow_zero: bool
 ) -> float:
     """The value of a float-or-schedule hyperparameter at ``progress_remaining``, validated (a schedule may end at 0)."""
-    value = schedule(progress_remaining) if callable(schedule) else schedule
+    if not callable(schedule):
+        return check_positive(name, schedule, allow_zero=allow_zero)
+    value = schedule(progress_remaining)
     return check_positive(f"{name} (at progress_remaining={progress_remaining:.3g})", value, allow_zero=allow_zero)

@@ -139,7 +139,6 @@ class R2VPO(OnPolicyAlgorithm):
         _init_setup_model: bool = True,
     ):
         # Validate everything before the environment is built or any memory is allocated.
-        check_schedule("target_var", target_var)
         initial_target_var = check_schedule_value("target_var", target_var, 1.0, allow_zero=False)
         self.var_coef_controller = VarCoefController(
             var_coef, target_var=initial_target_var, var_coef_lr=var_coef_lr, var_coef_max=var_coef_max

@@ -278,7 +278,7 @@ class RolloutReplayBuffer:
         :param n_samples: total number of samples to draw
         :param batch_size: minibatch size
         """
-        slots = np.array(sorted(self.slots_oldest_first()))
+        slots = np.flatnonzero(self.iterations >= 0)
         stored = slots[:, None] * self.transitions_per_rollout + np.arange(self.transitions_per_rollout)[None, :]
         stored = stored.reshape(-1)
         drawn = 0

@@ -185,7 +185,7 @@ class R2VPOOff(R2VPO):
 
     def _excluded_save_params(self) -> list[str]:
         # The replay is saved separately (save_replay_buffer), as SB3's off-policy algorithms do.
-        return [*super()._excluded_save_params(), "replay_buffer", "_pending_timeouts"]
+        return [*super()._excluded_save_params(), "replay_buffer", "_pending_timeouts", "_age_sums"]
 
     def collect_rollouts(
         self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
