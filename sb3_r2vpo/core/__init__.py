@@ -6,7 +6,15 @@ aggregation, the dual controller for ``lam`` and the f-divergence scale table.
 from sb3_r2vpo.core.aggregation import AGGREGATIONS, aggregate_loss
 from sb3_r2vpo.core.divergences import F_DIVERGENCES, FDivergence, alpha_divergence, f_divergence, target_var_from_divergence
 from sb3_r2vpo.core.dual import DEFAULT_AUTO_INIT, VarCoefController, parse_var_coef
-from sb3_r2vpo.core.objectives import OBJECTIVES, clip_objective, get_objective, r2vpo_objective
+from sb3_r2vpo.core.objectives import (
+    OBJECTIVES,
+    clip_objective,
+    get_objective,
+    gppo_objective,
+    r2vpo_objective,
+    spo_objective,
+    topr_objective,
+)
 from sb3_r2vpo.core.ratio import (
     ImportanceRatio,
     NonFiniteRatioError,
@@ -34,11 +42,14 @@ __all__ = [
     "clip_objective",
     "f_divergence",
     "get_objective",
+    "gppo_objective",
     "grouped_second_moment",
     "importance_ratio",
     "log_importance_ratio",
     "max_finite_log_ratio",
     "parse_var_coef",
     "r2vpo_objective",
+    "spo_objective",
     "target_var_from_divergence",
+    "topr_objective",
 ]

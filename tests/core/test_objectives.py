@@ -114,3 +114,60 @@ def test_seq_mean_token_mean() -> None:
         aggregate_loss(loss, mode="sum")
     with pytest.raises(ValueError, match=r"\[batch, time\]"):
         aggregate_loss(loss[0], mode="seq_mean_token_mean")
+
+
+def _log_prob_leaf_batch(n: int = 400, seed: int = 1) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    """Log-ratios spread over [-1, 1] (well outside any clip range) and advantages of both signs, float64."""
+    gen = th.Generator().manual_seed(seed)
+    behavior = -th.rand(n, generator=gen, dtype=th.float64) * 3.0
+    log_prob = (behavior + 2.0 * th.rand(n, generator=gen, dtype=th.float64) - 1.0).requires_grad_(True)
+    advantages = th.randn(n, generator=gen, dtype=th.float64)
+    return log_prob, behavior, advantages
+
+
+def _grad_wrt_log_prob(name: str, **coefs: float) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
+    log_prob, behavior, advantages = _log_prob_leaf_batch()
+    loss, _ = get_objective(name)(log_prob, behavior, advantages, **coefs)
+    (grad,) = th.autograd.grad(loss.sum(), log_prob)
+    ratio = th.exp(log_prob.detach() - behavior)
+    return loss.detach(), grad, ratio, advantages
+
+
+@pytest.mark.parametrize(("low", "high"), [(0.2, None), (0.2, 0.28)])
+def test_gppo_value_is_ppo_and_gradient_is_preserved(low: float, high: float | None) -> None:
+    """GPPO: the clipped loss value, but d loss / d log pi = -(1 +- eps) A where the clip binds (PPO's is 0)."""
+    loss, grad, ratio, adv = _grad_wrt_log_prob("gppo", clip_range=low, clip_range_high=high)
+    log_prob, behavior, _ = _log_prob_leaf_batch()
+    ppo_loss, _ = clip_objective(log_prob, behavior, adv, clip_range=low, clip_range_high=high)
+    th.testing.assert_close(loss, ppo_loss.detach())
+    upper = 1.0 + (low if high is None else high)
+    clipped_high = (adv > 0) & (ratio > upper)
+    clipped_low = (adv < 0) & (ratio < 1.0 - low)
+    expected = th.where(clipped_high, -upper * adv, th.where(clipped_low, -(1.0 - low) * adv, -ratio * adv))
+    assert clipped_high.any() and clipped_low.any()
+    th.testing.assert_close(grad, expected)
+
+
+def test_topr_gradient() -> None:
+    """TOPR: -A grad(log pi) for A >= 0, -min(r, 1) A grad(log pi) for A < 0."""
+    loss, grad, ratio, adv = _grad_wrt_log_prob("topr")
+    expected = th.where(adv >= 0, -adv, -ratio.clamp(max=1.0) * adv)
+    assert ((adv < 0) & (ratio > 1.0)).any() and ((adv < 0) & (ratio < 1.0)).any()
+    th.testing.assert_close(grad, expected)
+    th.testing.assert_close(loss, expected)  # value -A (resp. -min(r, 1) A): the same scale as r A at r = 1
+
+
+def test_spo_gradient() -> None:
+    """SPO: d/d log pi of -(r A - |A| (r - 1)^2 / (2 eps)) = -r (A - |A| (r - 1) / eps)."""
+    loss, grad, ratio, adv = _grad_wrt_log_prob("spo", clip_range=0.2)
+    th.testing.assert_close(grad, -ratio * (adv - adv.abs() * (ratio - 1.0) / 0.2))
+    th.testing.assert_close(loss, -(ratio * adv - adv.abs() / 0.4 * (ratio - 1.0) ** 2))
+
+
+@pytest.mark.parametrize("name", ["r2vpo", "clip", "gppo", "topr", "spo"])
+def test_every_objective_is_registered_with_the_shared_signature(name: str) -> None:
+    log_prob, behavior, adv = _log_prob_leaf_batch(n=8)
+    mask = th.tensor([1, 1, 1, 1, 1, 1, 0, 0], dtype=th.bool)
+    loss, stats = get_objective(name)(log_prob, behavior, adv, mask=mask)
+    assert loss.shape == adv.shape
+    assert stats.count == 6

@@ -1,0 +1,239 @@
+"""The training configuration: a documented dataclass, loaded from YAML and overridden from the command line."""
+
+import argparse
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sb3_r2vpo.core.aggregation import AGGREGATIONS
+from sb3_r2vpo.core.dual import parse_var_coef
+from sb3_r2vpo.core.validation import check_int, check_positive
+
+from llm_adapter.data import THINKING_MODES
+from llm_adapter.objectives import LLM_OBJECTIVES
+
+ENGINES = ("transformers", "vllm")
+BEHAVIOR_LOG_PROBS = ("rollout", "recompute")
+LLM_AGGREGATIONS = tuple(mode for mode in AGGREGATIONS if mode != "mean")
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class TrainConfig:
+    """
+    Everything ``r2vpo-llm train`` needs. Every field is a ``--field value`` command-line option; a YAML file
+    (``--config``) sets fields first and the command line overrides it.
+    """
+
+    model_name_or_path: str = field(metadata=_help("Local model directory (from_pretrained), or a hub id when the hub is reachable"))
+    train_file: str = field(metadata=_help("Prompts: a local .jsonl, .json or .parquet file"))
+    reward: str = field(
+        default="math",
+        metadata=_help("Reward: 'math', 'toy_repeat_digit', 'package.module:function' or 'file.py:function'"),
+    )
+    output_dir: str = field(default="r2vpo-llm-output", metadata=_help("Checkpoints, metrics.jsonl and tensorboard logs"))
+    tokenizer_name_or_path: str | None = field(default=None, metadata=_help("Tokenizer location (default: the model's)"))
+    prompt_column: str = field(default="prompt", metadata=_help("Column holding the prompt (text or chat messages)"))
+    use_chat_template: bool = field(default=True, metadata=_help("Apply the tokenizer's chat template to prompts"))
+    system_prompt: str | None = field(default=None, metadata=_help("Optional system message"))
+    thinking: str = field(default="none", metadata=_help("'slow' appends <think>, 'fast' an empty think block, 'none' nothing"))
+    engine: str = field(default="transformers", metadata=_help("Rollout engine: 'transformers' (generate) or 'vllm'"))
+    objective: str = field(default="r2vpo", metadata=_help(f"Policy objective, one of {sorted(LLM_OBJECTIVES)}"))
+    var_coef: float | str = field(
+        default="auto_0", metadata=_help("R2VPO's lam: a number >= 0 (fixed), 'auto' or 'auto_<init>' (dual ascent)")
+    )
+    target_var: float = field(default=0.01, metadata=_help("Target token ratio variance E[(r-1)^2] of the dual update (> 0)"))
+    var_coef_lr: float = field(default=1.0, metadata=_help("Dual step size for lam (>= 0)"))
+    var_coef_max: float = field(default=100.0, metadata=_help("Upper bound of lam (> 0)"))
+    clip_range: float = field(default=0.2, metadata=_help("Lower clip range (grpo, grpo_ch, gppo) and SPO's epsilon"))
+    clip_range_high: float | None = field(default=None, metadata=_help("Upper clip range (default: grpo/gppo 0.2, grpo_ch 0.28)"))
+    loss_aggregation: str = field(default="token_mean", metadata=_help(f"One of {LLM_AGGREGATIONS}, over the optimizer step"))
+    scale_rewards: bool = field(default=True, metadata=_help("Divide group-centred rewards by the group's std"))
+    num_iterations: int = field(default=100, metadata=_help("Generations (each followed by a training phase)"))
+    prompts_per_iteration: int = field(default=8, metadata=_help("Prompts per generation"))
+    group_size: int = field(default=8, metadata=_help("Completions per prompt (>= 2)"))
+    max_prompt_length: int = field(default=512, metadata=_help("Longest tokenized prompt allowed (longer ones are an error)"))
+    max_completion_length: int = field(default=256, metadata=_help("Completion length limit"))
+    temperature: float = field(default=1.0, metadata=_help("Sampling temperature, matched by the trainer's log-probs"))
+    replay_capacity: int = field(default=1, metadata=_help("Generations kept (1: on-policy R2VPO-ON; 4: the paper's R2VPO-OFF)"))
+    utd_ratio: float = field(default=1.0, metadata=_help("Completions trained on per fresh completion (the paper's OFF: 2)"))
+    behavior_log_probs: str = field(
+        default="rollout", metadata=_help("'rollout' (the engine's log-probs) or 'recompute' (the trainer's, before updating)")
+    )
+    micro_batch_size: int = field(default=8, metadata=_help("Completions per forward/backward pass"))
+    gradient_accumulation_steps: int = field(default=2, metadata=_help("Micro-batches per optimizer step"))
+    learning_rate: float = field(default=1e-6, metadata=_help("AdamW learning rate"))
+    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay"))
+    adam_beta1: float = field(default=0.9, metadata=_help("AdamW beta1"))
+    adam_beta2: float = field(default=0.999, metadata=_help("AdamW beta2"))
+    max_grad_norm: float = field(default=1.0, metadata=_help("Gradient-norm clip"))
+    bf16: bool | None = field(default=None, metadata=_help("bf16 autocast (default: on when training on CUDA)"))
+    gradient_checkpointing: bool = field(default=False, metadata=_help("Trade compute for activation memory"))
+    logprob_chunk_size: int = field(default=1024, metadata=_help("Tokens whose logits exist at once in the log-prob pass"))
+    device: str = field(default="auto", metadata=_help("'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1', ..."))
+    seed: int = field(default=0, metadata=_help("Seed of sampling, data order and replay draws"))
+    save_steps: int = field(default=0, metadata=_help("Checkpoint every this many iterations (0: only at the end)"))
+    resume_from_checkpoint: str | None = field(default=None, metadata=_help("A checkpoint directory, or 'latest' in output_dir"))
+    logging_steps: int = field(default=1, metadata=_help("Log metrics every this many iterations"))
+    report_to_tensorboard: bool = field(default=True, metadata=_help("Write tensorboard event files in output_dir/tensorboard"))
+    progress_bar: bool = field(default=True, metadata=_help("Show a progress bar"))
+    vllm_gpu_memory_utilization: float = field(default=0.5, metadata=_help("vLLM engine: GPU memory fraction"))
+    vllm_tensor_parallel_size: int = field(default=1, metadata=_help("vLLM engine: tensor parallel degree"))
+    vllm_enable_sleep_mode: bool = field(default=False, metadata=_help("vLLM engine: release GPU memory while training"))
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field; raise ``ValueError`` naming the field, its value and the allowed range."""
+        for name, allowed in (
+            ("engine", ENGINES),
+            ("objective", tuple(LLM_OBJECTIVES)),
+            ("loss_aggregation", LLM_AGGREGATIONS),
+            ("behavior_log_probs", BEHAVIOR_LOG_PROBS),
+            ("thinking", THINKING_MODES),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be one of {allowed}")
+        parse_var_coef(self.var_coef)
+        check_positive("target_var", self.target_var)
+        check_positive("var_coef_lr", self.var_coef_lr, allow_zero=True)
+        check_positive("var_coef_max", self.var_coef_max)
+        check_positive("clip_range", self.clip_range)
+        if self.clip_range >= 1.0:
+            raise ValueError(f"clip_range={self.clip_range} must be in (0, 1)")
+        if self.clip_range_high is not None:
+            check_positive("clip_range_high", self.clip_range_high)
+        check_int("num_iterations", self.num_iterations, minimum=1)
+        check_int("prompts_per_iteration", self.prompts_per_iteration, minimum=1)
+        check_int("group_size", self.group_size, minimum=2)
+        check_int("max_prompt_length", self.max_prompt_length, minimum=1)
+        check_int("max_completion_length", self.max_completion_length, minimum=1)
+        check_positive("temperature", self.temperature)
+        check_int("replay_capacity", self.replay_capacity, minimum=1)
+        check_positive("utd_ratio", self.utd_ratio)
+        check_int("micro_batch_size", self.micro_batch_size, minimum=1)
+        check_int("gradient_accumulation_steps", self.gradient_accumulation_steps, minimum=1)
+        check_positive("learning_rate", self.learning_rate)
+        check_positive("weight_decay", self.weight_decay, allow_zero=True)
+        for name in ("adam_beta1", "adam_beta2"):
+            value = getattr(self, name)
+            if not (isinstance(value, float | int) and 0.0 <= value < 1.0):
+                raise ValueError(f"{name}={value!r} must be in [0, 1)")
+        check_positive("max_grad_norm", self.max_grad_norm, allow_inf=True)
+        check_int("logprob_chunk_size", self.logprob_chunk_size, minimum=1)
+        check_int("save_steps", self.save_steps, minimum=0)
+        check_int("logging_steps", self.logging_steps, minimum=1)
+        if not (0.0 < self.vllm_gpu_memory_utilization <= 1.0):
+            raise ValueError(f"vllm_gpu_memory_utilization={self.vllm_gpu_memory_utilization} must be in (0, 1]")
+        check_int("vllm_tensor_parallel_size", self.vllm_tensor_parallel_size, minimum=1)
+
+    @property
+    def optimizer_batch_size(self) -> int:
+        """Completions per optimizer step: ``micro_batch_size * gradient_accumulation_steps``."""
+        return self.micro_batch_size * self.gradient_accumulation_steps
+
+    @property
+    def completions_per_iteration(self) -> int:
+        """Fresh completions per generation: ``prompts_per_iteration * group_size``."""
+        return self.prompts_per_iteration * self.group_size
+
+    @property
+    def optimizer_steps_per_iteration(self) -> int:
+        """Optimizer steps of one training phase (the last one may be smaller)."""
+        draws = max(1, round(self.utd_ratio * self.completions_per_iteration))
+        return math.ceil(draws / self.optimizer_batch_size)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> "TrainConfig":
+        """
+        Load a YAML file of fields, then apply ``overrides``.
+
+        :param path: the YAML file
+        :param overrides: fields that take precedence
+        :return: the validated config
+        """
+        import yaml
+
+        values = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: expected a mapping of config fields, got {type(values).__name__}")
+        return cls.from_dict({**values, **overrides}, source=str(path))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> "TrainConfig":
+        """
+        Build from a dict, refusing unknown keys (a typo must not be ignored silently).
+
+        :param values: field values
+        :param source: where they come from, for error messages
+        :return: the validated config
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown config field(s) {unknown}; known fields: {sorted(known)}")
+        missing = sorted(f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.name not in values)
+        if missing:
+            raise ValueError(f"{source}: missing required field(s) {missing}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields as a plain dict (saved next to checkpoints)."""
+        return dataclasses.asdict(self)
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def _parse_optional(parse: Any) -> Any:
+    def parser(text: str) -> Any:
+        return None if text.lower() in ("none", "null") else parse(text)
+
+    return parser
+
+
+def _parse_var_coef(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _argument_type(annotation: Any) -> Any:
+    if annotation == float | str:
+        return _parse_var_coef
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    optional = isinstance(annotation, types.UnionType) and len(args) < len(typing.get_args(annotation))
+    base = args[0] if optional else annotation
+    parse = _parse_bool if base is bool else base
+    return _parse_optional(parse) if optional else parse
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """
+    One ``--field`` option per config field (default: not given, so YAML values are kept).
+
+    :param parser: the parser to extend
+    """
+    hints = typing.get_type_hints(TrainConfig)
+    for config_field in dataclasses.fields(TrainConfig):
+        parser.add_argument(
+            f"--{config_field.name}",
+            type=_argument_type(hints[config_field.name]),
+            default=argparse.SUPPRESS,
+            help=config_field.metadata.get("help", ""),
+        )

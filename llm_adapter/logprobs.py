@@ -1,0 +1,147 @@
+"""
+Per-token log-probabilities of chosen tokens, computed in chunks from the last hidden states and ``lm_head``.
+
+The naive path materializes ``[batch, time, vocab]`` logits (and their ``log_softmax`` and gradient): at Qwen's
+vocabulary of 151,936 that is 0.6 GB per 1,024 tokens in float32, per copy. Here the logits of ``chunk_size`` rows
+exist at a time, in the forward and again (recomputed) in the backward pass, and only the hidden states, the
+chosen tokens and one log-sum-exp per row are kept for the backward pass.
+"""
+
+from typing import Any
+
+import torch as th
+from torch import nn
+
+
+def _chunk_logits(hidden: th.Tensor, weight: th.Tensor, bias: th.Tensor | None, temperature: float) -> th.Tensor:
+    logits = hidden @ weight.T
+    if bias is not None:
+        logits = logits + bias
+    return logits.float() / temperature
+
+
+class _ChunkedTokenLogProbs(th.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        hidden: th.Tensor,
+        weight: th.Tensor,
+        bias: th.Tensor | None,
+        targets: th.Tensor,
+        temperature: float,
+        chunk_size: int,
+    ) -> th.Tensor:
+        log_sum_exp = th.empty(hidden.shape[0], dtype=th.float32, device=hidden.device)
+        chosen = th.empty_like(log_sum_exp)
+        for start in range(0, hidden.shape[0], chunk_size):
+            rows = slice(start, start + chunk_size)
+            logits = _chunk_logits(hidden[rows], weight, bias, temperature)
+            log_sum_exp[rows] = th.logsumexp(logits, dim=-1)
+            chosen[rows] = logits.gather(1, targets[rows, None]).squeeze(1)
+        ctx.save_for_backward(hidden, weight, bias, targets, log_sum_exp)
+        ctx.temperature, ctx.chunk_size = temperature, chunk_size
+        return chosen - log_sum_exp
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: th.Tensor) -> tuple[th.Tensor | None, ...]:  # type: ignore[override]
+        hidden, weight, bias, targets, log_sum_exp = ctx.saved_tensors
+        need_hidden, need_weight, need_bias = ctx.needs_input_grad[:3]
+        grad_hidden = th.empty_like(hidden) if need_hidden else None
+        grad_weight = th.zeros(weight.shape, dtype=th.float32, device=weight.device) if need_weight else None
+        grad_bias = th.zeros(weight.shape[0], dtype=th.float32, device=weight.device) if need_bias else None
+        grad_output = grad_output.float()
+        for start in range(0, hidden.shape[0], ctx.chunk_size):
+            rows = slice(start, start + ctx.chunk_size)
+            logits = _chunk_logits(hidden[rows], weight, bias, ctx.temperature)
+            # d(log_softmax(z)[y]) / dz = onehot(y) - softmax(z), times the incoming gradient, through z = x / T.
+            grad_logits = logits.sub_(log_sum_exp[rows, None]).exp_().mul_(-grad_output[rows, None])
+            grad_logits.scatter_add_(1, targets[rows, None], grad_output[rows, None])
+            grad_logits.div_(ctx.temperature)
+            if grad_hidden is not None:
+                grad_hidden[rows] = (grad_logits.to(weight.dtype) @ weight).to(hidden.dtype)
+            if grad_weight is not None:
+                grad_weight += grad_logits.T @ hidden[rows].float()
+            if grad_bias is not None:
+                grad_bias += grad_logits.sum(dim=0)
+        cast_weight = None if grad_weight is None else grad_weight.to(weight.dtype)
+        cast_bias = None if grad_bias is None else grad_bias.to(bias.dtype)
+        return grad_hidden, cast_weight, cast_bias, None, None, None
+
+
+def chunked_token_log_probs(
+    hidden_states: th.Tensor,
+    lm_head: nn.Linear | th.Tensor,
+    target_ids: th.Tensor,
+    *,
+    mask: th.Tensor | None = None,
+    temperature: float = 1.0,
+    chunk_size: int = 1024,
+) -> th.Tensor:
+    """
+    ``log_softmax(lm_head(h) / temperature)[target]`` for every position, without ``[B, T, V]`` logits.
+
+    Equal to :func:`naive_token_log_probs` in value and gradient (w.r.t. the hidden states and ``lm_head``).
+    The log-probabilities are float32 whatever the model's dtype.
+
+    :param hidden_states: ``[..., H]`` final hidden states (after the model's last norm)
+    :param lm_head: the output projection (``model.get_output_embeddings()``) or its ``[V, H]`` weight
+    :param target_ids: ``[...]`` the tokens whose log-probabilities are wanted
+    :param mask: optional ``[...]`` bool mask: only these positions are computed (others are 0, with no gradient)
+    :param temperature: sampling temperature the logits are divided by (> 0)
+    :param chunk_size: rows (tokens) whose logits exist at once; memory ``chunk_size * V * 4`` bytes
+    :return: ``[...]`` float32 log-probabilities
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature={temperature} must be > 0")
+    if not (isinstance(chunk_size, int) and chunk_size >= 1):
+        raise ValueError(f"chunk_size={chunk_size!r} must be an integer >= 1")
+    if hidden_states.shape[:-1] != target_ids.shape:
+        raise ValueError(
+            f"hidden_states {tuple(hidden_states.shape)} and target_ids {tuple(target_ids.shape)} do not match"
+        )
+    weight, bias = (lm_head.weight, lm_head.bias) if isinstance(lm_head, nn.Linear) else (lm_head, None)
+    flat_hidden = hidden_states.reshape(-1, hidden_states.shape[-1])
+    flat_targets = target_ids.reshape(-1)
+    if mask is None:
+        log_probs = _ChunkedTokenLogProbs.apply(flat_hidden, weight, bias, flat_targets, temperature, chunk_size)
+        return log_probs.reshape(target_ids.shape)
+    rows = mask.reshape(-1).nonzero().squeeze(1)
+    selected = _ChunkedTokenLogProbs.apply(flat_hidden[rows], weight, bias, flat_targets[rows], temperature, chunk_size)
+    out = th.zeros(flat_targets.shape, dtype=th.float32, device=hidden_states.device)
+    return out.index_put((rows,), selected).reshape(target_ids.shape)
+
+
+def naive_token_log_probs(
+    hidden_states: th.Tensor,
+    lm_head: nn.Linear | th.Tensor,
+    target_ids: th.Tensor,
+    *,
+    temperature: float = 1.0,
+) -> th.Tensor:
+    """
+    The reference path: full logits, ``log_softmax`` and a gather (what :func:`chunked_token_log_probs` avoids).
+
+    :param hidden_states: ``[..., H]`` final hidden states
+    :param lm_head: the output projection or its weight
+    :param target_ids: ``[...]`` chosen tokens
+    :param temperature: sampling temperature
+    :return: ``[...]`` float32 log-probabilities
+    """
+    weight, bias = (lm_head.weight, lm_head.bias) if isinstance(lm_head, nn.Linear) else (lm_head, None)
+    logits = _chunk_logits(hidden_states, weight, bias, temperature)
+    return th.log_softmax(logits, dim=-1).gather(-1, target_ids.unsqueeze(-1)).squeeze(-1)
+
+
+def completion_hidden_states(model: nn.Module, input_ids: th.Tensor, attention_mask: th.Tensor, position_ids: th.Tensor) -> th.Tensor:
+    """
+    The final hidden states of a Hugging Face causal LM (its decoder stack, after the last norm), without logits.
+
+    :param model: a ``transformers`` causal LM (``get_decoder()`` gives the backbone)
+    :param input_ids: ``[B, L]``
+    :param attention_mask: ``[B, L]``
+    :param position_ids: ``[B, L]``
+    :return: ``[B, L, H]``
+    """
+    backbone = model.get_decoder()  # type: ignore[operator]
+    outputs = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    return outputs.last_hidden_state

@@ -1,0 +1,56 @@
+"""The LLM objectives by name, each a core objective (``sb3_r2vpo.core``) with its coefficients."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sb3_r2vpo.core.objectives import get_objective
+from sb3_r2vpo.core.stats import RatioStats
+
+# DAPO's clip-higher upper range, the paper's GRPO-CH baseline.
+CLIP_HIGHER_RANGE = 0.28
+
+
+@dataclass(frozen=True)
+class LLMObjective:
+    """
+    A named objective: which core function, and which of the trainer's settings it takes.
+
+    :param core_name: name in ``sb3_r2vpo.core.OBJECTIVES``
+    :param default_clip_range_high: upper clip range when the config leaves it unset (clip objectives)
+    """
+
+    core_name: str
+    default_clip_range_high: float | None = None
+
+    @property
+    def function(self) -> Callable[..., tuple[object, RatioStats]]:
+        """The core objective."""
+        return get_objective(self.core_name)
+
+    def coefficients(self, *, var_coef: float, clip_range: float, clip_range_high: float | None) -> dict[str, float | None]:
+        """
+        The keyword coefficients of the core call.
+
+        :param var_coef: current ``lam`` (R2VPO)
+        :param clip_range: lower clip range, or SPO's epsilon
+        :param clip_range_high: configured upper clip range (None: this objective's default)
+        :return: keyword arguments
+        """
+        if self.core_name == "r2vpo":
+            return {"var_coef": var_coef}
+        if self.core_name == "spo":
+            return {"clip_range": clip_range}
+        if self.core_name == "topr":
+            return {}
+        high = self.default_clip_range_high if clip_range_high is None else clip_range_high
+        return {"clip_range": clip_range, "clip_range_high": high}
+
+
+LLM_OBJECTIVES: dict[str, LLMObjective] = {
+    "r2vpo": LLMObjective("r2vpo"),
+    "grpo": LLMObjective("clip"),
+    "grpo_ch": LLMObjective("clip", default_clip_range_high=CLIP_HIGHER_RANGE),
+    "gppo": LLMObjective("gppo"),
+    "topr": LLMObjective("topr"),
+    "spo": LLMObjective("spo"),
+}

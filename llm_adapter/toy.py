@@ -1,0 +1,147 @@
+"""
+A toy verifiable task and a tiny model to run it on, all built locally (no model hub).
+
+``write_toy_setup(directory)`` writes a character-level tokenizer with a ChatML chat template and a randomly
+initialized tiny Qwen2 model (both through ``save_pretrained``, so they load with ``from_pretrained`` like any hub
+model), a prompt file and a YAML config for ``r2vpo-llm train``. The task: the prompt names a digit, the reward is
+the fraction of the first 8 generated characters that are that digit.
+"""
+
+import json
+import random
+import string
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
+CHARACTERS = string.ascii_lowercase + string.digits + " \n.,:;?!+-*/=()[]{}\\$#_^'\""
+TOY_ANSWER_LENGTH = 8
+
+
+def build_char_tokenizer() -> Any:
+    """
+    A character-level fast tokenizer (``transformers.PreTrainedTokenizerFast``) with ChatML special tokens.
+
+    :return: the tokenizer (pad ``<|endoftext|>``, eos ``<|im_end|>``)
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: index for index, token in enumerate([*SPECIAL_TOKENS, "<unk>", *CHARACTERS])}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    backend.add_special_tokens(SPECIAL_TOKENS)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        unk_token="<unk>",
+        pad_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        clean_up_tokenization_spaces=False,
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_tiny_qwen2(vocab_size: int, *, seed: int = 0, hidden_size: int = 64, num_layers: int = 2) -> Any:
+    """
+    A randomly initialized Qwen2 causal LM small enough for CPU tests.
+
+    :param vocab_size: tokenizer vocabulary size
+    :param seed: initialization seed
+    :param hidden_size: model width
+    :param num_layers: number of decoder layers
+    :return: the model (float32)
+    """
+    import torch as th
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=SPECIAL_TOKENS.index("<|im_end|>"),
+        pad_token_id=SPECIAL_TOKENS.index("<|endoftext|>"),
+    )
+    th.manual_seed(seed)
+    return Qwen2ForCausalLM(config)
+
+
+def toy_repeat_digit_reward(prompts: Sequence[str], completions: Sequence[str], *, answer: Sequence[Any], **_: Any) -> list[float]:
+    """
+    The toy task's reward: the fraction of the first 8 characters of the completion equal to the ``answer`` digit.
+
+    :param prompts: prompts (unused)
+    :param completions: completion text
+    :param answer: the requested digit of every completion
+    :return: rewards in [0, 1]
+    """
+    return [
+        sum(char == str(digit) for char in completion[:TOY_ANSWER_LENGTH]) / TOY_ANSWER_LENGTH
+        for completion, digit in zip(completions, answer, strict=True)
+    ]
+
+
+def write_toy_prompts(path: str | Path, *, n_prompts: int = 200, seed: int = 0) -> Path:
+    """
+    Write the toy task's prompts as JSON lines ``{"prompt": "digit 7", "answer": "7"}``.
+
+    :param path: the ``.jsonl`` file to write
+    :param n_prompts: number of rows
+    :param seed: shuffling seed
+    :return: the path
+    """
+    rng = random.Random(seed)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as file:
+        for _ in range(n_prompts):
+            digit = rng.randrange(10)
+            file.write(json.dumps({"prompt": f"digit {digit}", "answer": str(digit)}) + "\n")
+    return path
+
+
+def write_toy_setup(directory: str | Path, *, seed: int = 0) -> Path:
+    """
+    Write a tiny model + tokenizer (``model/``), prompts (``prompts.jsonl``) and ``config.yaml`` for ``r2vpo-llm train``.
+
+    :param directory: output directory
+    :param seed: model initialization and data seed
+    :return: the path of ``config.yaml``
+    """
+    import yaml
+
+    directory = Path(directory)
+    tokenizer = build_char_tokenizer()
+    model = build_tiny_qwen2(len(tokenizer), seed=seed)
+    model.save_pretrained(directory / "model")
+    tokenizer.save_pretrained(directory / "model")
+    write_toy_prompts(directory / "prompts.jsonl", seed=seed)
+    config = {
+        "model_name_or_path": str(directory / "model"),
+        "train_file": str(directory / "prompts.jsonl"),
+        "reward": "toy_repeat_digit",
+        "output_dir": str(directory / "run"),
+        "max_completion_length": TOY_ANSWER_LENGTH,
+        "num_iterations": 60,
+        "prompts_per_iteration": 8,
+        "group_size": 8,
+        "micro_batch_size": 16,
+        "gradient_accumulation_steps": 2,
+        "learning_rate": 3e-3,
+        "seed": seed,
+    }
+    path = directory / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path

@@ -1,0 +1,471 @@
+"""
+GRPO-style training loop with R2VPO (on-policy, or off-policy with a FIFO replay of past generations).
+
+One iteration: draw prompts, sample ``group_size`` completions each (the engine reports the sampled tokens'
+log-probs), score them, compute group-relative advantages, store the generation in the replay, then take
+optimizer steps on completions drawn uniformly from the replay. Each optimizer step accumulates gradients over
+micro-batches with a step-wide normalizer, clips the gradient norm, and feeds the whole step's ratio statistics to
+the dual controller of ``lam``.
+"""
+
+import contextlib
+import json
+import random
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch as th
+from torch import nn
+
+from sb3_r2vpo.core.aggregation import aggregate_loss
+from sb3_r2vpo.core.dual import VarCoefController
+from sb3_r2vpo.core.ratio import NonFiniteRatioError
+from sb3_r2vpo.core.stats import RatioStats, grouped_second_moment
+
+from llm_adapter.advantages import group_relative_advantages
+from llm_adapter.config import TrainConfig
+from llm_adapter.data import PromptSampler, format_prompt, load_prompt_dataset
+from llm_adapter.engines.base import RolloutEngine
+from llm_adapter.logprobs import chunked_token_log_probs, completion_hidden_states
+from llm_adapter.metrics_log import MetricsLogger
+from llm_adapter.objectives import LLM_OBJECTIVES
+from llm_adapter.replay import RolloutReplay
+from llm_adapter.rewards import RewardFunction, resolve_reward, score_completions
+from llm_adapter.rollouts import RolloutBatch
+
+CHECKPOINT_PREFIX = "checkpoint-"
+TRAINER_STATE = "trainer_state.pt"
+
+
+def resolve_device(device: str) -> th.device:
+    """``"auto"`` is CUDA when available, else CPU."""
+    if device == "auto":
+        return th.device("cuda" if th.cuda.is_available() else "cpu")
+    resolved = th.device(device)
+    if resolved.type == "cuda" and not th.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available")
+    return resolved
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path:
+    """
+    The checkpoint with the highest iteration in ``output_dir``.
+
+    :param output_dir: the run directory
+    :return: its path
+    """
+    candidates = [p for p in Path(output_dir).glob(f"{CHECKPOINT_PREFIX}*") if (p / TRAINER_STATE).exists()]
+    if not candidates:
+        raise ValueError(f"resume_from_checkpoint='latest' but {output_dir} has no complete checkpoint")
+    return max(candidates, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
+
+
+class R2VPOLLMTrainer:
+    """
+    Trains a causal LM with one of the :data:`llm_adapter.objectives.LLM_OBJECTIVES` on verifiable rewards.
+
+    :param config: the configuration
+    :param model: a ``transformers`` causal LM (default: ``from_pretrained(config.model_name_or_path)``)
+    :param tokenizer: its tokenizer (default: ``from_pretrained``)
+    :param reward_fn: reward function (default: ``resolve_reward(config.reward)``)
+    :param engine: rollout engine (default: built from ``config.engine``)
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        model: nn.Module | None = None,
+        tokenizer: Any = None,
+        reward_fn: RewardFunction | None = None,
+        engine: RolloutEngine | None = None,
+    ) -> None:
+        config.validate()
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.bf16 = self.device.type == "cuda" if config.bf16 is None else config.bf16
+        if self.bf16 and self.device.type == "cuda" and not th.cuda.is_bf16_supported():
+            raise ValueError("bf16=True but this GPU does not support bfloat16")
+        self._seed_everything(config.seed)
+        self.tokenizer = tokenizer if tokenizer is not None else self._load_tokenizer()
+        self.model = (model if model is not None else self._load_model(config.model_name_or_path)).to(self.device)
+        if getattr(self.model.config, "final_logit_softcapping", None):
+            raise ValueError("Models with final_logit_softcapping are not supported by the chunked log-prob path")
+        if config.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+        self.model.train()
+        self.reward_fn = reward_fn if reward_fn is not None else resolve_reward(config.reward)
+        self.dataset = load_prompt_dataset(config.train_file, prompt_column=config.prompt_column)
+        self.prompt_sampler = PromptSampler(self.dataset, seed=config.seed)
+        self.objective = LLM_OBJECTIVES[config.objective]
+        self.var_coef = VarCoefController(
+            config.var_coef, target_var=config.target_var, var_coef_lr=config.var_coef_lr, var_coef_max=config.var_coef_max
+        )
+        self.replay = RolloutReplay(config.replay_capacity, config.utd_ratio)
+        self.optimizer = th.optim.AdamW(
+            self.model.parameters(),
+            lr=config.learning_rate,
+            betas=(config.adam_beta1, config.adam_beta2),
+            weight_decay=config.weight_decay,
+        )
+        self.replay_generator = th.Generator().manual_seed(config.seed)
+        self.engine = engine if engine is not None else self._build_engine()
+        self.iteration = 0
+        self._warn_if_ratio_is_one()
+
+    # ----- construction -----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _seed_everything(seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed)
+        th.manual_seed(seed)
+
+    def _load_tokenizer(self) -> Any:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(self.config.tokenizer_name_or_path or self.config.model_name_or_path)
+        if tokenizer.pad_token is None:
+            if tokenizer.eos_token is None:
+                raise ValueError("The tokenizer has neither a pad_token nor an eos_token to pad with")
+            # Padding is always masked out, so the EOS id is a safe filler (as TRL does).
+            tokenizer.pad_token = tokenizer.eos_token
+        return tokenizer
+
+    @staticmethod
+    def _load_model(location: str | Path) -> nn.Module:
+        from transformers import AutoModelForCausalLM
+
+        # float32 master weights; bf16 (on GPU) is autocast in the forward pass.
+        return AutoModelForCausalLM.from_pretrained(location, dtype=th.float32)
+
+    def _build_engine(self) -> RolloutEngine:
+        if self.config.engine == "vllm":
+            from llm_adapter.engines.vllm_engine import VLLMEngine
+
+            return VLLMEngine(
+                self.config.model_name_or_path,
+                pad_token_id=int(self.tokenizer.pad_token_id),
+                seed=self.config.seed,
+                gpu_memory_utilization=self.config.vllm_gpu_memory_utilization,
+                tensor_parallel_size=self.config.vllm_tensor_parallel_size,
+                max_model_len=self.config.max_prompt_length + self.config.max_completion_length,
+                enable_sleep_mode=self.config.vllm_enable_sleep_mode,
+            )
+        from llm_adapter.engines.transformers_engine import TransformersEngine
+
+        return TransformersEngine(self.model, self.tokenizer)
+
+    def _warn_if_ratio_is_one(self) -> None:
+        if self.config.replay_capacity == 1 and self.config.optimizer_steps_per_iteration == 1:
+            warnings.warn(
+                "One optimizer step per generation with no replay: every update is taken at the sampling policy, so the "
+                "importance ratio is 1 (up to sampler/trainer numerics) and the objective reduces to plain policy "
+                "gradient: R2VPO's penalty (and any clip) does nothing. Take several optimizer steps per generation "
+                "(utd_ratio > 1, or micro_batch_size * gradient_accumulation_steps < prompts_per_iteration * "
+                "group_size) or use the replay (replay_capacity > 1).",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    # ----- log-probabilities ------------------------------------------------------------------------------------
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return th.autocast(device_type=self.device.type, dtype=th.bfloat16)
+
+    def completion_log_probs(self, batch: RolloutBatch) -> th.Tensor:
+        """
+        Log-probs of the completion tokens under the current model, at the sampling temperature, ``[B, T]`` float32.
+
+        :param batch: a batch on the model's device, already :meth:`RolloutBatch.trimmed`
+        :return: log-probs (0 on padding)
+        """
+        input_ids, attention_mask, position_ids = batch.model_inputs()
+        prompt_width = batch.prompt_ids.shape[1]
+        with self._autocast():
+            hidden = completion_hidden_states(self.model, input_ids, attention_mask, position_ids)
+            completion_hidden = hidden[:, prompt_width - 1 : prompt_width - 1 + batch.completion_ids.shape[1]]
+            return chunked_token_log_probs(
+                completion_hidden,
+                self.model.get_output_embeddings(),  # type: ignore[operator]
+                batch.completion_ids,
+                mask=batch.completion_mask,
+                temperature=self.config.temperature,
+                chunk_size=self.config.logprob_chunk_size,
+            )
+
+    @th.no_grad()
+    def recompute_behavior_log_probs(self, batch: RolloutBatch) -> RolloutBatch:
+        """
+        The batch with its behavior log-probs replaced by the trainer's (``behavior_log_probs="recompute"``).
+
+        :param batch: a fresh generation (CPU)
+        :return: the updated batch
+        """
+        parts = []
+        for start in range(0, len(batch), self.config.micro_batch_size):
+            rows = th.arange(start, min(start + self.config.micro_batch_size, len(batch)))
+            micro = batch.select(rows).trimmed().to(self.device)
+            log_probs = self.completion_log_probs(micro).cpu()
+            padded = th.zeros(len(rows), batch.completion_ids.shape[1])
+            padded[:, : log_probs.shape[1]] = log_probs
+            parts.append(padded)
+        return batch.with_behavior_log_probs(th.cat(parts))
+
+    # ----- one iteration ----------------------------------------------------------------------------------------
+
+    def _tokenize_prompts(self, rows: list[dict[str, Any]]) -> tuple[list[str], list[list[int]]]:
+        texts, ids = [], []
+        for row in rows:
+            text = format_prompt(
+                self.tokenizer,
+                row[self.config.prompt_column],
+                use_chat_template=self.config.use_chat_template,
+                system_prompt=self.config.system_prompt,
+                thinking=self.config.thinking,
+            )
+            tokens = self.tokenizer(text, add_special_tokens=not self.config.use_chat_template)["input_ids"]
+            if len(tokens) > self.config.max_prompt_length:
+                raise ValueError(
+                    f"A prompt has {len(tokens)} tokens, more than max_prompt_length={self.config.max_prompt_length}: "
+                    f"{text[:200]!r}..."
+                )
+            texts.append(text)
+            ids.append(tokens)
+        return texts, ids
+
+    def generate_and_score(self) -> tuple[RolloutBatch, dict[str, float]]:
+        """
+        Sample a generation for the next prompts, score it and compute advantages.
+
+        :return: the scored batch (CPU) and its metrics
+        """
+        config = self.config
+        rows = self.prompt_sampler.next_rows(config.prompts_per_iteration)
+        prompt_texts, prompt_ids = self._tokenize_prompts(rows)
+        start = time.perf_counter()
+        self.engine.wake_up()
+        batch = self.engine.generate(
+            prompt_ids,
+            group_size=config.group_size,
+            max_new_tokens=config.max_completion_length,
+            temperature=config.temperature,
+            policy_version=self.iteration,
+            group_offset=self.iteration * config.prompts_per_iteration,
+        ).to("cpu")
+        self.engine.sleep()
+        generation_time = time.perf_counter() - start
+        completions = self.tokenizer.batch_decode(batch.completion_token_lists(), skip_special_tokens=True)
+        repeated = [row for row in rows for _ in range(config.group_size)]
+        columns = {k: [row[k] for row in repeated] for k in rows[0] if k != config.prompt_column}
+        prompts = [text for text in prompt_texts for _ in range(config.group_size)]
+        rewards = th.tensor(score_completions(self.reward_fn, prompts, completions, columns))
+        advantages = group_relative_advantages(rewards, batch.group_ids, scale_by_std=config.scale_rewards)
+        batch = batch.with_scores(rewards, advantages.advantages)
+        lengths = batch.completion_lengths.float()
+        metrics = {
+            "reward_mean": float(rewards.mean()),
+            "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
+            "completion_length_mean": float(lengths.mean()),
+            "completion_length_max": float(lengths.max()),
+            "truncated_fraction": float(batch.truncated.float().mean()),
+            "zero_advantage_fraction": advantages.zero_advantage_fraction,
+            "generation_tokens_per_second": batch.num_tokens / max(generation_time, 1e-9),
+        }
+        if config.behavior_log_probs == "recompute":
+            recomputed = self.recompute_behavior_log_probs(batch)
+            difference = (recomputed.behavior_log_probs - batch.behavior_log_probs).abs()[batch.completion_mask]
+            metrics["sampler_log_prob_abs_diff"] = float(difference.mean()) if difference.numel() else 0.0
+            batch = recomputed
+        return batch, metrics
+
+    def train_phase(self) -> dict[str, float]:
+        """
+        Optimizer steps on completions drawn uniformly from the replay.
+
+        :return: the phase's metrics
+        """
+        config = self.config
+        contents = self.replay.contents()
+        indices = self.replay.draw_indices(self.replay_generator)
+        ages = (self.iteration - contents.policy_version).clamp(min=0)
+        n_ages = config.replay_capacity
+        age_sums, age_counts = th.zeros(n_ages, dtype=th.float64), th.zeros(n_ages, dtype=th.float64)
+        phase_stats: RatioStats | None = None
+        losses, grad_norms, trained_tokens = [], [], 0
+        for step, step_start in enumerate(range(0, len(indices), config.optimizer_batch_size)):
+            step_indices = indices[step_start : step_start + config.optimizer_batch_size]
+            step_batch = contents.select(step_indices)
+            step_ages = ages[step_indices]
+            if config.loss_aggregation == "token_mean":
+                normalizer = float(max(step_batch.num_tokens, 1))
+            else:
+                normalizer = float(len(step_batch))
+            step_stats: RatioStats | None = None
+            step_loss = th.zeros((), device=self.device)
+            for micro_start in range(0, len(step_batch), config.micro_batch_size):
+                rows = th.arange(micro_start, min(micro_start + config.micro_batch_size, len(step_batch)))
+                micro = step_batch.select(rows).trimmed().to(self.device)
+                log_probs = self.completion_log_probs(micro)
+                per_token_advantages = micro.advantages[:, None].expand_as(log_probs)
+                coefficients = self.objective.coefficients(
+                    var_coef=self.var_coef.value, clip_range=config.clip_range, clip_range_high=config.clip_range_high
+                )
+                per_token_loss, micro_stats = self.objective.function(
+                    log_probs, micro.behavior_log_probs, per_token_advantages, mask=micro.completion_mask, **coefficients
+                )
+                loss = aggregate_loss(
+                    per_token_loss, mode=config.loss_aggregation, mask=micro.completion_mask, normalizer=normalizer
+                )
+                loss.backward()
+                step_loss += loss.detach()
+                step_stats = micro_stats if step_stats is None else step_stats.merge(micro_stats)
+                with th.no_grad():
+                    deviation = th.expm1(log_probs.detach() - micro.behavior_log_probs)[micro.completion_mask]
+                    token_ages = step_ages[rows].to(self.device)[:, None].expand_as(log_probs)[micro.completion_mask]
+                    sums, counts = grouped_second_moment(deviation.double(), token_ages, n_ages)
+                    age_sums += sums.cpu()
+                    age_counts += counts.cpu()
+                trained_tokens += micro.num_tokens
+            assert step_stats is not None
+            grad_norm = th.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
+            summary = step_stats.summarize(
+                context=f"iteration {self.iteration}, optimizer step {step}",
+                extra={"loss": step_loss, "grad_norm": grad_norm.detach().float()},
+            )
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.var_coef.step(summary["ratio_var"])
+            losses.append(summary["loss"])
+            grad_norms.append(summary["grad_norm"])
+            phase_stats = step_stats if phase_stats is None else phase_stats.merge(step_stats)
+        assert phase_stats is not None
+        ratio = phase_stats.summarize(context=f"iteration {self.iteration}")
+        metrics = {key: ratio[key] for key in ("ratio_var", "ratio_batch_var", "approx_kl", "ratio_mean", "ratio_max", "ratio_outside")}
+        metrics.update(
+            {
+                "loss": float(np.mean(losses)),
+                "grad_norm": float(np.mean(grad_norms)),
+                "var_coef": self.var_coef.value,
+                "optimizer_steps": float(len(losses)),
+                "replay_size": float(len(self.replay)),
+                "mean_staleness": float(ages[indices].float().mean()),
+                "trained_tokens": float(trained_tokens),
+            }
+        )
+        for age in range(n_ages):
+            if age_counts[age] > 0:
+                metrics[f"ratio_var_age_{age}"] = float(age_sums[age] / age_counts[age])
+        return metrics
+
+    def step(self) -> dict[str, float]:
+        """
+        One iteration: generate, score, store, train, push the new weights to the engine.
+
+        :return: the iteration's metrics
+        """
+        start = time.perf_counter()
+        batch, metrics = self.generate_and_score()
+        self.replay.add(batch)
+        metrics.update(self.train_phase())
+        self.iteration += 1
+        self.engine.update_weights(self.model)
+        elapsed = time.perf_counter() - start
+        metrics["iteration_seconds"] = elapsed
+        metrics["tokens_per_second"] = (batch.num_tokens + metrics["trained_tokens"]) / max(elapsed, 1e-9)
+        return metrics
+
+    def train(self) -> list[dict[str, float]]:
+        """
+        Run (or resume, with ``resume_from_checkpoint``) until ``num_iterations``; checkpoint every ``save_steps``
+        iterations and at the end.
+
+        :return: the metrics of every iteration run by this call
+        """
+        from tqdm.auto import tqdm
+
+        config = self.config
+        if config.resume_from_checkpoint is not None:
+            location = config.resume_from_checkpoint
+            self.load_checkpoint(latest_checkpoint(config.output_dir) if location == "latest" else location)
+        history = []
+        with MetricsLogger(config.output_dir, tensorboard=config.report_to_tensorboard, resume_iteration=self.iteration) as logger:
+            progress = tqdm(
+                total=config.num_iterations, initial=self.iteration, disable=not config.progress_bar, desc="r2vpo-llm"
+            )
+            while self.iteration < config.num_iterations:
+                iteration = self.iteration
+                try:
+                    metrics = self.step()
+                except NonFiniteRatioError as error:
+                    raise NonFiniteRatioError(f"{error} (objective={config.objective}, lr={config.learning_rate})") from error
+                history.append(metrics)
+                if iteration % config.logging_steps == 0 or self.iteration == config.num_iterations:
+                    logger.log(metrics, iteration)
+                progress.set_postfix(MetricsLogger.console_summary(metrics))
+                progress.update(1)
+                if config.save_steps and self.iteration % config.save_steps == 0:
+                    self.save_checkpoint()
+            progress.close()
+        self.save_checkpoint()
+        return history
+
+    # ----- checkpoints ------------------------------------------------------------------------------------------
+
+    def save_checkpoint(self, directory: str | Path | None = None) -> Path:
+        """
+        Save model, tokenizer, optimizer, ``lam``, replay, data position and every RNG, for an exact resume.
+
+        :param directory: target (default ``output_dir/checkpoint-<iteration>``)
+        :return: the checkpoint directory
+        """
+        path = Path(directory) if directory is not None else Path(self.config.output_dir) / f"{CHECKPOINT_PREFIX}{self.iteration}"
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(path / "model")  # type: ignore[operator]
+        self.tokenizer.save_pretrained(path / "model")
+        state = {
+            "iteration": self.iteration,
+            "optimizer": self.optimizer.state_dict(),
+            "var_coef": self.var_coef.state_dict(),
+            "replay": self.replay.state_dict(),
+            "prompt_sampler": self.prompt_sampler.state_dict(),
+            "replay_generator": self.replay_generator.get_state(),
+            "torch_rng": th.get_rng_state(),
+            "cuda_rng": th.cuda.get_rng_state_all() if th.cuda.is_available() else None,
+            "python_rng": random.getstate(),
+            "numpy_rng": np.random.get_state(),
+        }
+        th.save(state, path / TRAINER_STATE)
+        (path / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+        return path
+
+    def load_checkpoint(self, directory: str | Path) -> None:
+        """
+        Restore a checkpoint written by :meth:`save_checkpoint` (the configuration must be compatible).
+
+        :param directory: the checkpoint directory
+        """
+        path = Path(directory)
+        if not (path / TRAINER_STATE).exists():
+            raise ValueError(f"resume_from_checkpoint={str(path)!r} is not a checkpoint (no {TRAINER_STATE})")
+        saved = self._load_model(path / "model")
+        self.model.load_state_dict(saved.state_dict())
+        # Our own file: it holds Python/NumPy RNG states, which need full unpickling.
+        state = th.load(path / TRAINER_STATE, map_location="cpu", weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.var_coef.load_state_dict(state["var_coef"])
+        self.replay.load_state_dict(state["replay"])
+        self.prompt_sampler.load_state_dict(state["prompt_sampler"])
+        self.replay_generator.set_state(state["replay_generator"])
+        th.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None and th.cuda.is_available():
+            th.cuda.set_rng_state_all(state["cuda_rng"])
+        random.setstate(state["python_rng"])
+        np.random.set_state(state["numpy_rng"])
+        self.iteration = int(state["iteration"])
+        self.engine.update_weights(self.model)
