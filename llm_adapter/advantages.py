@@ -39,7 +39,9 @@ def group_relative_advantages(
     :return: advantages ``[B]`` and group counts
     """
     if rewards.dim() != 1 or rewards.shape != group_ids.shape:
-        raise ValueError(f"rewards and group_ids must be 1-D of one shape, got {tuple(rewards.shape)} and {tuple(group_ids.shape)}")
+        raise ValueError(
+            f"rewards and group_ids must be 1-D of one shape, got {tuple(rewards.shape)} and {tuple(group_ids.shape)}"
+        )
     if not th.isfinite(rewards).all():
         raise ValueError(f"rewards contain NaN or inf: {rewards.tolist()}")
     if not eps > 0:

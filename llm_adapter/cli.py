@@ -37,7 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     config_path = args.pop("config")
     try:
-        config = TrainConfig.from_yaml(config_path, **args) if config_path else TrainConfig.from_dict(args, source="command line")
+        config = (
+            TrainConfig.from_yaml(config_path, **args) if config_path else TrainConfig.from_dict(args, source="command line")
+        )
     except (ValueError, TypeError) as error:
         print(f"r2vpo-llm: error: {error}", file=sys.stderr)
         return 2

@@ -9,12 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llm_adapter.data import THINKING_MODES
+from llm_adapter.objectives import LLM_OBJECTIVES
 from sb3_r2vpo.core.aggregation import AGGREGATIONS
 from sb3_r2vpo.core.dual import parse_var_coef
 from sb3_r2vpo.core.validation import check_int, check_positive
-
-from llm_adapter.data import THINKING_MODES
-from llm_adapter.objectives import LLM_OBJECTIVES
 
 ENGINES = ("transformers", "vllm")
 BEHAVIOR_LOG_PROBS = ("rollout", "recompute")
@@ -32,7 +31,9 @@ class TrainConfig:
     (``--config``) sets fields first and the command line overrides it.
     """
 
-    model_name_or_path: str = field(metadata=_help("Local model directory (from_pretrained), or a hub id when the hub is reachable"))
+    model_name_or_path: str = field(
+        metadata=_help("Local model directory (from_pretrained), or a hub id when the hub is reachable")
+    )
     train_file: str = field(metadata=_help("Prompts: a local .jsonl, .json or .parquet file"))
     reward: str = field(
         default="math",
@@ -43,7 +44,9 @@ class TrainConfig:
     prompt_column: str = field(default="prompt", metadata=_help("Column holding the prompt (text or chat messages)"))
     use_chat_template: bool = field(default=True, metadata=_help("Apply the tokenizer's chat template to prompts"))
     system_prompt: str | None = field(default=None, metadata=_help("Optional system message"))
-    thinking: str = field(default="none", metadata=_help("'slow' appends <think>, 'fast' an empty think block, 'none' nothing"))
+    thinking: str = field(
+        default="none", metadata=_help("'slow' appends <think>, 'fast' an empty think block, 'none' nothing")
+    )
     engine: str = field(default="transformers", metadata=_help("Rollout engine: 'transformers' (generate) or 'vllm'"))
     objective: str = field(default="r2vpo", metadata=_help(f"Policy objective, one of {sorted(LLM_OBJECTIVES)}"))
     var_coef: float | str = field(
@@ -53,7 +56,9 @@ class TrainConfig:
     var_coef_lr: float = field(default=1.0, metadata=_help("Dual step size for lam (>= 0)"))
     var_coef_max: float = field(default=100.0, metadata=_help("Upper bound of lam (> 0)"))
     clip_range: float = field(default=0.2, metadata=_help("Lower clip range (grpo, grpo_ch, gppo) and SPO's epsilon"))
-    clip_range_high: float | None = field(default=None, metadata=_help("Upper clip range (default: grpo/gppo 0.2, grpo_ch 0.28)"))
+    clip_range_high: float | None = field(
+        default=None, metadata=_help("Upper clip range (default: grpo/gppo 0.2, grpo_ch 0.28)")
+    )
     loss_aggregation: str = field(default="token_mean", metadata=_help(f"One of {LLM_AGGREGATIONS}, over the optimizer step"))
     scale_rewards: bool = field(default=True, metadata=_help("Divide group-centred rewards by the group's std"))
     num_iterations: int = field(default=100, metadata=_help("Generations (each followed by a training phase)"))
@@ -62,7 +67,9 @@ class TrainConfig:
     max_prompt_length: int = field(default=512, metadata=_help("Longest tokenized prompt allowed (longer ones are an error)"))
     max_completion_length: int = field(default=256, metadata=_help("Completion length limit"))
     temperature: float = field(default=1.0, metadata=_help("Sampling temperature, matched by the trainer's log-probs"))
-    replay_capacity: int = field(default=1, metadata=_help("Generations kept (1: on-policy R2VPO-ON; 4: the paper's R2VPO-OFF)"))
+    replay_capacity: int = field(
+        default=1, metadata=_help("Generations kept (1: on-policy R2VPO-ON; 4: the paper's R2VPO-OFF)")
+    )
     utd_ratio: float = field(default=1.0, metadata=_help("Completions trained on per fresh completion (the paper's OFF: 2)"))
     behavior_log_probs: str = field(
         default="rollout", metadata=_help("'rollout' (the engine's log-probs) or 'recompute' (the trainer's, before updating)")
@@ -80,9 +87,13 @@ class TrainConfig:
     device: str = field(default="auto", metadata=_help("'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1', ..."))
     seed: int = field(default=0, metadata=_help("Seed of sampling, data order and replay draws"))
     save_steps: int = field(default=0, metadata=_help("Checkpoint every this many iterations (0: only at the end)"))
-    resume_from_checkpoint: str | None = field(default=None, metadata=_help("A checkpoint directory, or 'latest' in output_dir"))
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata=_help("A checkpoint directory, or 'latest' in output_dir")
+    )
     logging_steps: int = field(default=1, metadata=_help("Log metrics every this many iterations"))
-    report_to_tensorboard: bool = field(default=True, metadata=_help("Write tensorboard event files in output_dir/tensorboard"))
+    report_to_tensorboard: bool = field(
+        default=True, metadata=_help("Write tensorboard event files in output_dir/tensorboard")
+    )
     progress_bar: bool = field(default=True, metadata=_help("Show a progress bar"))
     vllm_gpu_memory_utilization: float = field(default=0.5, metadata=_help("vLLM engine: GPU memory fraction"))
     vllm_tensor_parallel_size: int = field(default=1, metadata=_help("vLLM engine: tensor parallel degree"))

@@ -22,7 +22,7 @@ def _chunk_logits(hidden: th.Tensor, weight: th.Tensor, bias: th.Tensor | None, 
 
 class _ChunkedTokenLogProbs(th.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         hidden: th.Tensor,
         weight: th.Tensor,
@@ -43,7 +43,7 @@ class _ChunkedTokenLogProbs(th.autograd.Function):
         return chosen - log_sum_exp
 
     @staticmethod
-    def backward(ctx: Any, grad_output: th.Tensor) -> tuple[th.Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad_output: th.Tensor) -> tuple[th.Tensor | None, ...]:
         hidden, weight, bias, targets, log_sum_exp = ctx.saved_tensors
         need_hidden, need_weight, need_bias = ctx.needs_input_grad[:3]
         grad_hidden = th.empty_like(hidden) if need_hidden else None
@@ -96,9 +96,7 @@ def chunked_token_log_probs(
     if not (isinstance(chunk_size, int) and chunk_size >= 1):
         raise ValueError(f"chunk_size={chunk_size!r} must be an integer >= 1")
     if hidden_states.shape[:-1] != target_ids.shape:
-        raise ValueError(
-            f"hidden_states {tuple(hidden_states.shape)} and target_ids {tuple(target_ids.shape)} do not match"
-        )
+        raise ValueError(f"hidden_states {tuple(hidden_states.shape)} and target_ids {tuple(target_ids.shape)} do not match")
     weight, bias = (lm_head.weight, lm_head.bias) if isinstance(lm_head, nn.Linear) else (lm_head, None)
     flat_hidden = hidden_states.reshape(-1, hidden_states.shape[-1])
     flat_targets = target_ids.reshape(-1)
@@ -132,7 +130,9 @@ def naive_token_log_probs(
     return th.log_softmax(logits, dim=-1).gather(-1, target_ids.unsqueeze(-1)).squeeze(-1)
 
 
-def completion_hidden_states(model: nn.Module, input_ids: th.Tensor, attention_mask: th.Tensor, position_ids: th.Tensor) -> th.Tensor:
+def completion_hidden_states(
+    model: nn.Module, input_ids: th.Tensor, attention_mask: th.Tensor, position_ids: th.Tensor
+) -> th.Tensor:
     """
     The final hidden states of a Hugging Face causal LM (its decoder stack, after the last norm), without logits.
 

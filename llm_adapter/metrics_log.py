@@ -6,7 +6,14 @@ from types import TracebackType
 from typing import Any
 
 # Shown in the progress bar; everything goes to the JSON lines and tensorboard.
-CONSOLE_KEYS = ("reward_mean", "completion_length_mean", "ratio_var", "var_coef", "zero_advantage_fraction", "tokens_per_second")
+CONSOLE_KEYS = (
+    "reward_mean",
+    "completion_length_mean",
+    "ratio_var",
+    "var_coef",
+    "zero_advantage_fraction",
+    "tokens_per_second",
+)
 
 
 class MetricsLogger:

@@ -3,6 +3,8 @@
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch as th
+
 from sb3_r2vpo.core.objectives import get_objective
 from sb3_r2vpo.core.stats import RatioStats
 
@@ -23,7 +25,7 @@ class LLMObjective:
     default_clip_range_high: float | None = None
 
     @property
-    def function(self) -> Callable[..., tuple[object, RatioStats]]:
+    def function(self) -> Callable[..., tuple[th.Tensor, RatioStats]]:
         """The core objective."""
         return get_objective(self.core_name)
 

@@ -149,7 +149,9 @@ def resolve_reward(spec: str) -> RewardFunction:
     if spec in builtins:
         return builtins[spec]
     if ":" not in spec:
-        raise ValueError(f"reward={spec!r}: expected one of {sorted(builtins)}, 'package.module:function' or 'file.py:function'")
+        raise ValueError(
+            f"reward={spec!r}: expected one of {sorted(builtins)}, 'package.module:function' or 'file.py:function'"
+        )
     location, _, attribute = spec.rpartition(":")
     if location.endswith(".py"):
         path = Path(location)

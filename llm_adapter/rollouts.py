@@ -106,16 +106,16 @@ class RolloutBatch:
         completion_mask = _pad_rows(
             [[1] * len(c) for c in completions], width=completion_width, value=0, dtype=th.bool, left=False
         )
-        log_probs = _pad_rows(behavior_log_probs, width=completion_width, value=0.0, dtype=th.float32, left=False)
-        if not th.isfinite(log_probs).all():
-            row = int(th.nonzero(~th.isfinite(log_probs))[0, 0])
+        padded_log_probs = _pad_rows(behavior_log_probs, width=completion_width, value=0.0, dtype=th.float32, left=False)
+        if not th.isfinite(padded_log_probs).all():
+            row = int(th.nonzero(~th.isfinite(padded_log_probs))[0, 0])
             raise ValueError(f"completion {row} has a non-finite behavior log-prob: {behavior_log_probs[row]}")
         return cls(
             prompt_ids=prompt_ids,
             prompt_mask=prompt_mask,
             completion_ids=completion_ids,
             completion_mask=completion_mask,
-            behavior_log_probs=log_probs,
+            behavior_log_probs=padded_log_probs,
             group_ids=th.as_tensor(list(group_ids), dtype=th.long),
             rewards=th.zeros(n),
             advantages=th.zeros(n),
@@ -160,7 +160,7 @@ class RolloutBatch:
         :param indices: 1-D integer tensor
         :return: a new batch
         """
-        return replace(self, **{name: value[indices] for name, value in self._tensor_fields().items()})
+        return replace(self, **{name: value[indices] for name, value in self._tensor_fields().items()})  # type: ignore[arg-type]
 
     def trimmed(self) -> "RolloutBatch":
         """A copy without the padding columns no row uses (after :meth:`select`, rows may be shorter than the width)."""
@@ -212,7 +212,7 @@ class RolloutBatch:
         :param device: the target device
         :return: the moved batch
         """
-        return replace(self, **{name: value.to(device) for name, value in self._tensor_fields().items()})
+        return replace(self, **{name: value.to(device) for name, value in self._tensor_fields().items()})  # type: ignore[arg-type]
 
     @staticmethod
     def concat(batches: Sequence["RolloutBatch"]) -> "RolloutBatch":

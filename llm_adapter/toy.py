@@ -78,7 +78,9 @@ def build_tiny_qwen2(vocab_size: int, *, seed: int = 0, hidden_size: int = 64, n
     return Qwen2ForCausalLM(config)
 
 
-def toy_repeat_digit_reward(prompts: Sequence[str], completions: Sequence[str], *, answer: Sequence[Any], **_: Any) -> list[float]:
+def toy_repeat_digit_reward(
+    prompts: Sequence[str], completions: Sequence[str], *, answer: Sequence[Any], **_: Any
+) -> list[float]:
     """
     The toy task's reward: the fraction of the first 8 characters of the completion equal to the ``answer`` digit.
 

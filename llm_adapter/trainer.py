@@ -13,17 +13,13 @@ import json
 import random
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch as th
-from torch import nn
-
-from sb3_r2vpo.core.aggregation import aggregate_loss
-from sb3_r2vpo.core.dual import VarCoefController
-from sb3_r2vpo.core.ratio import NonFiniteRatioError
-from sb3_r2vpo.core.stats import RatioStats, grouped_second_moment
+from transformers import PreTrainedModel
 
 from llm_adapter.advantages import group_relative_advantages
 from llm_adapter.config import TrainConfig
@@ -35,9 +31,24 @@ from llm_adapter.objectives import LLM_OBJECTIVES
 from llm_adapter.replay import RolloutReplay
 from llm_adapter.rewards import RewardFunction, resolve_reward, score_completions
 from llm_adapter.rollouts import RolloutBatch
+from sb3_r2vpo.core.aggregation import aggregate_loss
+from sb3_r2vpo.core.dual import VarCoefController
+from sb3_r2vpo.core.ratio import NonFiniteRatioError
+from sb3_r2vpo.core.stats import RatioStats, grouped_second_moment
 
 CHECKPOINT_PREFIX = "checkpoint-"
 TRAINER_STATE = "trainer_state.pt"
+
+
+@dataclass
+class StepAccumulation:
+    """What one optimizer step's micro-batches add up to."""
+
+    stats: RatioStats | None
+    loss: th.Tensor
+    age_sums: th.Tensor
+    age_counts: th.Tensor
+    tokens: int
 
 
 def resolve_device(device: str) -> th.device:
@@ -78,7 +89,7 @@ class R2VPOLLMTrainer:
         self,
         config: TrainConfig,
         *,
-        model: nn.Module | None = None,
+        model: PreTrainedModel | None = None,
         tokenizer: Any = None,
         reward_fn: RewardFunction | None = None,
         engine: RolloutEngine | None = None,
@@ -91,7 +102,8 @@ class R2VPOLLMTrainer:
             raise ValueError("bf16=True but this GPU does not support bfloat16")
         self._seed_everything(config.seed)
         self.tokenizer = tokenizer if tokenizer is not None else self._load_tokenizer()
-        self.model = (model if model is not None else self._load_model(config.model_name_or_path)).to(self.device)
+        self.model: PreTrainedModel = model if model is not None else self._load_model(config.model_name_or_path)
+        self.model.to(self.device)  # type: ignore[arg-type]  # transformers wraps .to with a decorator mypy misreads
         if getattr(self.model.config, "final_logit_softcapping", None):
             raise ValueError("Models with final_logit_softcapping are not supported by the chunked log-prob path")
         if config.gradient_checkpointing:
@@ -136,7 +148,7 @@ class R2VPOLLMTrainer:
         return tokenizer
 
     @staticmethod
-    def _load_model(location: str | Path) -> nn.Module:
+    def _load_model(location: str | Path) -> PreTrainedModel:
         from transformers import AutoModelForCausalLM
 
         # float32 master weights; bf16 (on GPU) is autocast in the forward pass.
@@ -192,7 +204,7 @@ class R2VPOLLMTrainer:
             completion_hidden = hidden[:, prompt_width - 1 : prompt_width - 1 + batch.completion_ids.shape[1]]
             return chunked_token_log_probs(
                 completion_hidden,
-                self.model.get_output_embeddings(),  # type: ignore[operator]
+                self.model.get_output_embeddings(),
                 batch.completion_ids,
                 mask=batch.completion_mask,
                 temperature=self.config.temperature,
@@ -284,9 +296,59 @@ class R2VPOLLMTrainer:
             batch = recomputed
         return batch, metrics
 
+    def accumulate_gradients(self, step_batch: RolloutBatch, step_ages: th.Tensor) -> StepAccumulation:
+        """
+        Forward and backward passes over the micro-batches of one optimizer step, leaving the summed gradient in
+        ``.grad``. The loss normalizer is the whole step's (tokens for ``token_mean``, sequences for
+        ``seq_mean_token_mean``), so the gradient does not depend on how the step is split into micro-batches.
+
+        :param step_batch: the completions of the optimizer step (CPU)
+        :param step_ages: ``[len(step_batch)]`` staleness of every completion, in iterations
+        :return: the step's ratio statistics, loss, per-age sums of ``(r - 1)^2`` and token count
+        """
+        config = self.config
+        if config.loss_aggregation == "token_mean":
+            normalizer = float(max(step_batch.num_tokens, 1))
+        else:
+            normalizer = float(len(step_batch))
+        coefficients = self.objective.coefficients(
+            var_coef=self.var_coef.value, clip_range=config.clip_range, clip_range_high=config.clip_range_high
+        )
+        n_ages = config.replay_capacity
+        result = StepAccumulation(
+            stats=None,
+            loss=th.zeros((), device=self.device),
+            age_sums=th.zeros(n_ages, dtype=th.float64),
+            age_counts=th.zeros(n_ages, dtype=th.float64),
+            tokens=0,
+        )
+        for micro_start in range(0, len(step_batch), config.micro_batch_size):
+            rows = th.arange(micro_start, min(micro_start + config.micro_batch_size, len(step_batch)))
+            micro = step_batch.select(rows).trimmed().to(self.device)
+            log_probs = self.completion_log_probs(micro)
+            per_token_advantages = micro.advantages[:, None].expand_as(log_probs)
+            per_token_loss, micro_stats = self.objective.function(
+                log_probs, micro.behavior_log_probs, per_token_advantages, mask=micro.completion_mask, **coefficients
+            )
+            loss = aggregate_loss(
+                per_token_loss, mode=config.loss_aggregation, mask=micro.completion_mask, normalizer=normalizer
+            )
+            loss.backward()
+            result.loss += loss.detach()
+            result.stats = micro_stats if result.stats is None else result.stats.merge(micro_stats)
+            with th.no_grad():
+                deviation = th.expm1(log_probs.detach() - micro.behavior_log_probs)[micro.completion_mask]
+                token_ages = step_ages[rows].to(self.device)[:, None].expand_as(log_probs)[micro.completion_mask]
+                sums, counts = grouped_second_moment(deviation.double(), token_ages, n_ages)
+                result.age_sums += sums.cpu()
+                result.age_counts += counts.cpu()
+            result.tokens += micro.num_tokens
+        return result
+
     def train_phase(self) -> dict[str, float]:
         """
-        Optimizer steps on completions drawn uniformly from the replay.
+        Optimizer steps on completions drawn uniformly from the replay; ``lam``'s dual step after each, from the
+        ratio statistics of the whole step.
 
         :return: the phase's metrics
         """
@@ -300,53 +362,28 @@ class R2VPOLLMTrainer:
         losses, grad_norms, trained_tokens = [], [], 0
         for step, step_start in enumerate(range(0, len(indices), config.optimizer_batch_size)):
             step_indices = indices[step_start : step_start + config.optimizer_batch_size]
-            step_batch = contents.select(step_indices)
-            step_ages = ages[step_indices]
-            if config.loss_aggregation == "token_mean":
-                normalizer = float(max(step_batch.num_tokens, 1))
-            else:
-                normalizer = float(len(step_batch))
-            step_stats: RatioStats | None = None
-            step_loss = th.zeros((), device=self.device)
-            for micro_start in range(0, len(step_batch), config.micro_batch_size):
-                rows = th.arange(micro_start, min(micro_start + config.micro_batch_size, len(step_batch)))
-                micro = step_batch.select(rows).trimmed().to(self.device)
-                log_probs = self.completion_log_probs(micro)
-                per_token_advantages = micro.advantages[:, None].expand_as(log_probs)
-                coefficients = self.objective.coefficients(
-                    var_coef=self.var_coef.value, clip_range=config.clip_range, clip_range_high=config.clip_range_high
-                )
-                per_token_loss, micro_stats = self.objective.function(
-                    log_probs, micro.behavior_log_probs, per_token_advantages, mask=micro.completion_mask, **coefficients
-                )
-                loss = aggregate_loss(
-                    per_token_loss, mode=config.loss_aggregation, mask=micro.completion_mask, normalizer=normalizer
-                )
-                loss.backward()
-                step_loss += loss.detach()
-                step_stats = micro_stats if step_stats is None else step_stats.merge(micro_stats)
-                with th.no_grad():
-                    deviation = th.expm1(log_probs.detach() - micro.behavior_log_probs)[micro.completion_mask]
-                    token_ages = step_ages[rows].to(self.device)[:, None].expand_as(log_probs)[micro.completion_mask]
-                    sums, counts = grouped_second_moment(deviation.double(), token_ages, n_ages)
-                    age_sums += sums.cpu()
-                    age_counts += counts.cpu()
-                trained_tokens += micro.num_tokens
-            assert step_stats is not None
+            accumulated = self.accumulate_gradients(contents.select(step_indices), ages[step_indices])
+            assert accumulated.stats is not None
             grad_norm = th.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
-            summary = step_stats.summarize(
+            summary = accumulated.stats.summarize(
                 context=f"iteration {self.iteration}, optimizer step {step}",
-                extra={"loss": step_loss, "grad_norm": grad_norm.detach().float()},
+                extra={"loss": accumulated.loss, "grad_norm": grad_norm.detach().float()},
             )
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.var_coef.step(summary["ratio_var"])
             losses.append(summary["loss"])
             grad_norms.append(summary["grad_norm"])
-            phase_stats = step_stats if phase_stats is None else phase_stats.merge(step_stats)
+            age_sums += accumulated.age_sums
+            age_counts += accumulated.age_counts
+            trained_tokens += accumulated.tokens
+            phase_stats = accumulated.stats if phase_stats is None else phase_stats.merge(accumulated.stats)
         assert phase_stats is not None
         ratio = phase_stats.summarize(context=f"iteration {self.iteration}")
-        metrics = {key: ratio[key] for key in ("ratio_var", "ratio_batch_var", "approx_kl", "ratio_mean", "ratio_max", "ratio_outside")}
+        metrics = {
+            key: ratio[key]
+            for key in ("ratio_var", "ratio_batch_var", "approx_kl", "ratio_mean", "ratio_max", "ratio_outside")
+        }
         metrics.update(
             {
                 "loss": float(np.mean(losses)),
@@ -394,7 +431,9 @@ class R2VPOLLMTrainer:
             location = config.resume_from_checkpoint
             self.load_checkpoint(latest_checkpoint(config.output_dir) if location == "latest" else location)
         history = []
-        with MetricsLogger(config.output_dir, tensorboard=config.report_to_tensorboard, resume_iteration=self.iteration) as logger:
+        with MetricsLogger(
+            config.output_dir, tensorboard=config.report_to_tensorboard, resume_iteration=self.iteration
+        ) as logger:
             progress = tqdm(
                 total=config.num_iterations, initial=self.iteration, disable=not config.progress_bar, desc="r2vpo-llm"
             )
@@ -424,9 +463,11 @@ class R2VPOLLMTrainer:
         :param directory: target (default ``output_dir/checkpoint-<iteration>``)
         :return: the checkpoint directory
         """
-        path = Path(directory) if directory is not None else Path(self.config.output_dir) / f"{CHECKPOINT_PREFIX}{self.iteration}"
+        path = (
+            Path(directory) if directory is not None else Path(self.config.output_dir) / f"{CHECKPOINT_PREFIX}{self.iteration}"
+        )
         path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path / "model")  # type: ignore[operator]
+        self.model.save_pretrained(path / "model")
         self.tokenizer.save_pretrained(path / "model")
         state = {
             "iteration": self.iteration,

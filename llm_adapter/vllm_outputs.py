@@ -25,7 +25,9 @@ def _entry_log_prob(entry: Any) -> float:
 
 
 def _has_flat_columns(logprobs: Any) -> bool:
-    return all(isinstance(getattr(logprobs, name, None), list) for name in ("start_indices", "end_indices", "token_ids", "logprobs"))
+    return all(
+        isinstance(getattr(logprobs, name, None), list) for name in ("start_indices", "end_indices", "token_ids", "logprobs")
+    )
 
 
 def sampled_token_log_probs(logprobs: Any, token_ids: Sequence[int], *, request: str) -> list[float]:
@@ -56,7 +58,9 @@ def sampled_token_log_probs(logprobs: Any, token_ids: Sequence[int], *, request:
             try:
                 offset = flat_ids[start:end].index(token)
             except ValueError:
-                raise ValueError(f"Request {request}: sampled token {token} missing from the logprobs of position {position}") from None
+                raise ValueError(
+                    f"Request {request}: sampled token {token} missing from the logprobs of position {position}"
+                ) from None
             values.append(float(flat_values[start + offset]))
         return values
     values = []

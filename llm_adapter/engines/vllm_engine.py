@@ -20,7 +20,9 @@ def _import_vllm() -> Any:
         ) from error
 
 
-def vllm_sampling_kwargs(*, group_size: int, max_new_tokens: int, temperature: float, seed: int | None = None) -> dict[str, Any]:
+def vllm_sampling_kwargs(
+    *, group_size: int, max_new_tokens: int, temperature: float, seed: int | None = None
+) -> dict[str, Any]:
     """
     ``SamplingParams`` for training rollouts (METHOD.md, section 6): pure temperature sampling, one logprob per token.
 

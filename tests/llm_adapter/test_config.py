@@ -1,0 +1,80 @@
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llm_adapter.cli import build_parser
+from llm_adapter.config import TrainConfig
+
+REQUIRED = {"model_name_or_path": "m", "train_file": "t.jsonl"}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("objective", "ppo", r"objective='ppo' must be one of \('r2vpo', 'grpo'"),
+        ("engine", "sglang", "engine='sglang' must be one of"),
+        ("loss_aggregation", "mean", "loss_aggregation='mean' must be one of"),
+        ("behavior_log_probs", "old", "behavior_log_probs='old'"),
+        ("thinking", "deep", "thinking='deep'"),
+        ("var_coef", -1.0, "var_coef=-1.0 is out of range"),
+        ("var_coef", "auto_x", "var_coef='auto_x' is malformed"),
+        ("target_var", 0.0, "target_var"),
+        ("group_size", 1, "group_size"),
+        ("replay_capacity", 0, "replay_capacity"),
+        ("utd_ratio", 0.0, "utd_ratio"),
+        ("clip_range", 1.5, r"clip_range=1.5 must be in \(0, 1\)"),
+        ("temperature", 0.0, "temperature"),
+        ("micro_batch_size", 0, "micro_batch_size"),
+        ("learning_rate", float("nan"), "learning_rate"),
+        ("adam_beta2", 1.0, r"adam_beta2=1.0 must be in \[0, 1\)"),
+        ("vllm_gpu_memory_utilization", 1.5, "vllm_gpu_memory_utilization"),
+    ],
+)
+def test_bad_values_name_the_field(field: str, value: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**REQUIRED, **{field: value})
+
+
+def test_yaml_then_command_line_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("model_name_or_path: m\ntrain_file: t.jsonl\nlearning_rate: 0.001\nvar_coef: auto\nbf16: false\n")
+    args = vars(
+        build_parser().parse_args(
+            [
+                "train",
+                "--config",
+                str(path),
+                "--learning_rate",
+                "3e-4",
+                "--var_coef",
+                "0.06",
+                "--clip_range_high",
+                "none",
+                "--scale_rewards",
+                "false",
+            ]
+        )
+    )
+    args.pop("command")
+    config = TrainConfig.from_yaml(args.pop("config"), **args)
+    assert config.learning_rate == 3e-4 and config.var_coef == 0.06 and config.bf16 is False
+    assert config.clip_range_high is None and config.scale_rewards is False
+    assert TrainConfig.from_yaml(path).var_coef == "auto"
+
+
+def test_unknown_and_missing_fields(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("model_name_or_path: m\ntrain_file: t.jsonl\nlearning_rat: 0.1\n")
+    with pytest.raises(ValueError, match=r"unknown config field\(s\) \['learning_rat'\]"):
+        TrainConfig.from_yaml(path)
+    with pytest.raises(ValueError, match=r"missing required field\(s\) \['train_file'\]"):
+        TrainConfig.from_dict({"model_name_or_path": "m"})
+
+
+def test_derived_sizes() -> None:
+    config = TrainConfig(
+        **REQUIRED, prompts_per_iteration=4, group_size=8, micro_batch_size=4, gradient_accumulation_steps=2, utd_ratio=2.0
+    )
+    assert config.completions_per_iteration == 32 and config.optimizer_batch_size == 8
+    assert config.optimizer_steps_per_iteration == 8

@@ -1,0 +1,70 @@
+import importlib.util
+from typing import Any
+
+import pytest
+import torch as th
+
+from llm_adapter.engines import TransformersEngine, VLLMEngine, vllm_sampling_kwargs
+from llm_adapter.logprobs import chunked_token_log_probs, completion_hidden_states
+
+
+def test_transformers_engine_log_probs_match_the_trainer(tiny_model: Any, tiny_tokenizer: Any) -> None:
+    """The engine's reported log-probs are log_softmax(logits / T) of the sampled tokens: what the trainer recomputes."""
+    th.manual_seed(0)
+    engine = TransformersEngine(tiny_model, tiny_tokenizer)
+    prompts = [tiny_tokenizer("digit 3")["input_ids"], tiny_tokenizer("go")["input_ids"]]
+    batch = engine.generate(prompts, group_size=3, max_new_tokens=6, temperature=0.7, policy_version=5, group_offset=10)
+    assert len(batch) == 6 and batch.group_ids.tolist() == [10, 10, 10, 11, 11, 11]
+    assert batch.policy_version.tolist() == [5] * 6
+    lengths = batch.completion_lengths.tolist()
+    for row, tokens in enumerate(batch.completion_token_lists()):
+        ends_with_eos = len(tokens) > 0 and tokens[-1] == tiny_tokenizer.eos_token_id
+        assert batch.truncated[row].item() == (not ends_with_eos)
+        assert ends_with_eos or lengths[row] == 6
+        assert tiny_tokenizer.eos_token_id not in tokens[:-1]
+    input_ids, attention_mask, position_ids = batch.model_inputs()
+    with th.no_grad():
+        hidden = completion_hidden_states(tiny_model, input_ids, attention_mask, position_ids)
+        width = batch.prompt_ids.shape[1]
+        recomputed = chunked_token_log_probs(
+            hidden[:, width - 1 : -1],
+            tiny_model.get_output_embeddings(),
+            batch.completion_ids,
+            mask=batch.completion_mask,
+            temperature=0.7,
+        )
+    th.testing.assert_close(recomputed, batch.behavior_log_probs, rtol=0, atol=1e-4)
+    tiny_model.train()
+    engine.generate(prompts, group_size=1, max_new_tokens=2, temperature=1.0, policy_version=0)
+    assert tiny_model.training
+
+
+def test_engine_ignores_the_models_sampling_defaults(tiny_model: Any, tiny_tokenizer: Any) -> None:
+    """A generation_config with top_k=1 would make sampling greedy; training sampling must stay pure temperature."""
+    tiny_model.generation_config.top_k = 1
+    tiny_model.generation_config.do_sample = False
+    th.manual_seed(1)
+    batch = TransformersEngine(tiny_model, tiny_tokenizer).generate(
+        [tiny_tokenizer("ab")["input_ids"]], group_size=16, max_new_tokens=3, temperature=1.0, policy_version=0
+    )
+    assert len({tuple(t) for t in batch.completion_token_lists()}) > 1
+
+
+def test_vllm_sampling_settings() -> None:
+    kwargs = vllm_sampling_kwargs(group_size=8, max_new_tokens=128, temperature=1.0)
+    assert kwargs["n"] == 8 and kwargs["top_p"] == 1.0 and kwargs["top_k"] == -1 and kwargs["logprobs"] == 0
+    assert kwargs["max_tokens"] == 128
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
+def test_vllm_engine_names_the_extra_when_vllm_is_missing() -> None:
+    with pytest.raises(ImportError, match=r"pip install 'sb3-r2vpo\[vllm\]'"):
+        VLLMEngine("some/model", pad_token_id=0)
+
+
+def test_importing_the_adapter_does_not_import_vllm() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, llm_adapter, llm_adapter.engines, llm_adapter.trainer; assert 'vllm' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

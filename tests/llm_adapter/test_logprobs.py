@@ -1,0 +1,87 @@
+from typing import Any
+
+import pytest
+import torch as th
+from torch import nn
+
+from llm_adapter.logprobs import chunked_token_log_probs, completion_hidden_states, naive_token_log_probs
+
+
+def _inputs(vocab: int = 97, hidden: int = 16, shape: tuple[int, int] = (3, 11), bias: bool = False, seed: int = 0):
+    gen = th.Generator().manual_seed(seed)
+    hidden_states = th.randn(*shape, hidden, generator=gen, requires_grad=True)
+    head = nn.Linear(hidden, vocab, bias=bias)
+    with th.no_grad():
+        head.weight.copy_(th.randn(vocab, hidden, generator=gen))
+        if bias:
+            head.bias.copy_(th.randn(vocab, generator=gen))
+    targets = th.randint(vocab, shape, generator=gen)
+    return hidden_states, head, targets
+
+
+def _value_and_grads(fn: Any, hidden_states: th.Tensor, head: nn.Linear, targets: th.Tensor, **kwargs: Any):
+    upstream = th.linspace(-1.0, 2.0, targets.numel()).reshape(targets.shape)
+    values = fn(hidden_states, head, targets, **kwargs)
+    grads = th.autograd.grad((values * upstream).sum(), [hidden_states, *head.parameters()])
+    return values.detach(), grads
+
+
+@pytest.mark.parametrize("chunk_size", [1, 4, 7, 33, 1024])
+@pytest.mark.parametrize("temperature", [1.0, 0.6])
+@pytest.mark.parametrize("bias", [False, True])
+def test_chunked_equals_naive_in_value_and_gradient(chunk_size: int, temperature: float, bias: bool) -> None:
+    hidden_states, head, targets = _inputs(bias=bias)
+    naive, naive_grads = _value_and_grads(naive_token_log_probs, hidden_states, head, targets, temperature=temperature)
+    chunked, chunked_grads = _value_and_grads(
+        chunked_token_log_probs, hidden_states, head, targets, temperature=temperature, chunk_size=chunk_size
+    )
+    assert chunked.dtype == th.float32
+    th.testing.assert_close(chunked, naive, rtol=0, atol=1e-5)
+    for mine, reference in zip(chunked_grads, naive_grads, strict=True):
+        th.testing.assert_close(mine, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_mask_computes_only_valid_positions() -> None:
+    hidden_states, head, targets = _inputs()
+    mask = th.rand(targets.shape, generator=th.Generator().manual_seed(3)) > 0.4
+    chunked = chunked_token_log_probs(hidden_states, head, targets, mask=mask, chunk_size=5)
+    naive = naive_token_log_probs(hidden_states, head, targets)
+    th.testing.assert_close(chunked[mask], naive[mask], rtol=0, atol=1e-5)
+    assert (chunked[~mask] == 0).all()
+    (grad,) = th.autograd.grad(chunked.sum(), hidden_states)
+    assert (grad[~mask] == 0).all() and (grad[mask] != 0).any()
+
+
+def test_on_a_real_tiny_model(tiny_model: Any) -> None:
+    """Hidden states of the decoder + lm_head give the model's own logits' log-softmax."""
+    input_ids = th.randint(5, tiny_model.config.vocab_size, (2, 9))
+    attention_mask = th.ones_like(input_ids)
+    position_ids = th.arange(9).expand(2, 9)
+    hidden = completion_hidden_states(tiny_model, input_ids, attention_mask, position_ids)
+    logits = tiny_model(input_ids=input_ids, attention_mask=attention_mask).logits
+    targets = input_ids[:, 1:]
+    expected = th.log_softmax(logits[:, :-1].float(), -1).gather(-1, targets[..., None]).squeeze(-1)
+    actual = chunked_token_log_probs(hidden[:, :-1], tiny_model.get_output_embeddings(), targets, chunk_size=4)
+    th.testing.assert_close(actual, expected, rtol=0, atol=1e-5)
+
+
+def test_bad_arguments() -> None:
+    hidden_states, head, targets = _inputs()
+    with pytest.raises(ValueError, match="temperature"):
+        chunked_token_log_probs(hidden_states, head, targets, temperature=0.0)
+    with pytest.raises(ValueError, match="chunk_size"):
+        chunked_token_log_probs(hidden_states, head, targets, chunk_size=0)
+    with pytest.raises(ValueError, match="do not match"):
+        chunked_token_log_probs(hidden_states, head, targets[:, :-1])
+
+
+@pytest.mark.skipif(not th.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_bf16_close_to_float32() -> None:
+    hidden_states, head, targets = _inputs(vocab=4096, hidden=64, shape=(4, 64))
+    reference = naive_token_log_probs(hidden_states.double(), head.double(), targets).float()
+    head = head.cuda().bfloat16()
+    hidden = hidden_states.detach().cuda().bfloat16().requires_grad_(True)
+    values = chunked_token_log_probs(hidden, head, targets.cuda(), chunk_size=64)
+    values.sum().backward()
+    assert values.dtype == th.float32 and hidden.grad is not None and hidden.grad.dtype == th.bfloat16
+    th.testing.assert_close(values.cpu(), reference, rtol=0, atol=0.1)
