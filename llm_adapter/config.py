@@ -83,7 +83,7 @@ class TrainConfig:
     max_grad_norm: float = field(default=1.0, metadata=_help("Gradient-norm clip"))
     bf16: bool | None = field(default=None, metadata=_help("bf16 autocast (default: on when training on CUDA)"))
     gradient_checkpointing: bool = field(default=False, metadata=_help("Trade compute for activation memory"))
-    logprob_chunk_size: int = field(default=1024, metadata=_help("Tokens whose logits exist at once in the log-prob pass"))
+    logprob_chunk_size: int = field(default=256, metadata=_help("Tokens whose logits exist at once in the log-prob pass"))
     device: str = field(default="auto", metadata=_help("'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1', ..."))
     seed: int = field(default=0, metadata=_help("Seed of sampling, data order and replay draws"))
     save_steps: int = field(default=0, metadata=_help("Checkpoint every this many iterations (0: only at the end)"))

@@ -7,17 +7,41 @@ exist at a time, in the forward and again (recomputed) in the backward pass, and
 chosen tokens and one log-sum-exp per row are kept for the backward pass.
 """
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch as th
 from torch import nn
 
+from sb3_r2vpo.core.stats import RatioStats
+
 
 def _chunk_logits(hidden: th.Tensor, weight: th.Tensor, bias: th.Tensor | None, temperature: float) -> th.Tensor:
+    # In place on the fresh product: one [chunk, V] buffer instead of three (none of these ops needs its output
+    # for autograd, so the naive path may use it too).
     logits = hidden @ weight.T
     if bias is not None:
-        logits = logits + bias
-    return logits.float() / temperature
+        logits += bias
+    logits = logits.float()
+    return logits.div_(temperature) if temperature != 1.0 else logits
+
+
+def _grad_logits_(
+    logits: th.Tensor, log_sum_exp: th.Tensor, targets: th.Tensor, grad: th.Tensor, temperature: float
+) -> th.Tensor:
+    # d(log_softmax(z)[y]) / dz = onehot(y) - softmax(z), times the incoming gradient, through z = x / T (in place).
+    grad_logits = logits.sub_(log_sum_exp[:, None]).exp_().mul_(-grad[:, None])
+    grad_logits.scatter_add_(1, targets[:, None], grad[:, None])
+    return grad_logits.div_(temperature)
+
+
+def _check_arguments(hidden_states: th.Tensor, target_ids: th.Tensor, temperature: float, chunk_size: int) -> None:
+    if not temperature > 0:
+        raise ValueError(f"temperature={temperature} must be > 0")
+    if not (isinstance(chunk_size, int) and chunk_size >= 1):
+        raise ValueError(f"chunk_size={chunk_size!r} must be an integer >= 1")
+    if hidden_states.shape[:-1] != target_ids.shape:
+        raise ValueError(f"hidden_states {tuple(hidden_states.shape)} and target_ids {tuple(target_ids.shape)} do not match")
 
 
 class _ChunkedTokenLogProbs(th.autograd.Function):
@@ -53,10 +77,7 @@ class _ChunkedTokenLogProbs(th.autograd.Function):
         for start in range(0, hidden.shape[0], ctx.chunk_size):
             rows = slice(start, start + ctx.chunk_size)
             logits = _chunk_logits(hidden[rows], weight, bias, ctx.temperature)
-            # d(log_softmax(z)[y]) / dz = onehot(y) - softmax(z), times the incoming gradient, through z = x / T.
-            grad_logits = logits.sub_(log_sum_exp[rows, None]).exp_().mul_(-grad_output[rows, None])
-            grad_logits.scatter_add_(1, targets[rows, None], grad_output[rows, None])
-            grad_logits.div_(ctx.temperature)
+            grad_logits = _grad_logits_(logits, log_sum_exp[rows], targets[rows], grad_output[rows], ctx.temperature)
             if grad_hidden is not None:
                 grad_hidden[rows] = (grad_logits.to(weight.dtype) @ weight).to(hidden.dtype)
             if grad_weight is not None:
@@ -107,6 +128,130 @@ def chunked_token_log_probs(
     selected = _ChunkedTokenLogProbs.apply(flat_hidden[rows], weight, bias, flat_targets[rows], temperature, chunk_size)
     out = th.zeros(flat_targets.shape, dtype=th.float32, device=hidden_states.device)
     return out.index_put((rows,), selected).reshape(target_ids.shape)
+
+
+class FusedObjectiveLoss(NamedTuple):
+    """The aggregated loss (differentiable), the log-probs (detached, float32) and the ratio statistics."""
+
+    loss: th.Tensor
+    log_probs: th.Tensor
+    stats: RatioStats
+
+
+class _FusedObjective(th.autograd.Function):
+    """
+    Forward computes, chunk by chunk, the log-probs, the objective, and already the gradients w.r.t. the hidden
+    states and ``lm_head`` (the objective is elementwise in the log-probs and the aggregation is a fixed weighting,
+    so ``dLoss / dlog_prob`` of a chunk is known as soon as its log-probs are). Backward only scales them: three
+    matrix products per chunk, as the naive path, and no recomputation.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        hidden: th.Tensor,
+        weight: th.Tensor,
+        bias: th.Tensor | None,
+        targets: th.Tensor,
+        behavior_log_probs: th.Tensor,
+        advantages: th.Tensor,
+        token_weights: th.Tensor,
+        objective: Callable[..., tuple[th.Tensor, RatioStats]],
+        coefficients: dict[str, Any],
+        temperature: float,
+        chunk_size: int,
+        stats_out: list[RatioStats],
+    ) -> tuple[th.Tensor, th.Tensor]:
+        need_hidden, need_weight, need_bias = ctx.needs_input_grad[:3]
+        grad_hidden = th.zeros_like(hidden) if need_hidden else None
+        grad_weight = th.zeros(weight.shape, dtype=th.float32, device=weight.device) if need_weight else None
+        grad_bias = th.zeros(weight.shape[0], dtype=th.float32, device=weight.device) if need_bias else None
+        log_probs = th.empty(hidden.shape[0], dtype=th.float32, device=hidden.device)
+        loss = th.zeros((), dtype=th.float32, device=hidden.device)
+        for start in range(0, hidden.shape[0], chunk_size):
+            rows = slice(start, start + chunk_size)
+            logits = _chunk_logits(hidden[rows], weight, bias, temperature)
+            log_sum_exp = th.logsumexp(logits, dim=-1)
+            log_probs[rows] = logits.gather(1, targets[rows, None]).squeeze(1) - log_sum_exp
+            with th.enable_grad():
+                leaf = log_probs[rows].detach().requires_grad_(True)
+                per_token, chunk_stats = objective(leaf, behavior_log_probs[rows], advantages[rows], **coefficients)
+                chunk_loss = (per_token * token_weights[rows]).sum()
+                (grad_log_probs,) = th.autograd.grad(chunk_loss, leaf)
+            loss += chunk_loss.detach()
+            stats_out.append(chunk_stats if not stats_out else stats_out.pop().merge(chunk_stats))
+            grad_logits = _grad_logits_(logits, log_sum_exp, targets[rows], grad_log_probs, temperature)
+            if grad_hidden is not None:
+                grad_hidden[rows] = (grad_logits.to(weight.dtype) @ weight).to(hidden.dtype)
+            if grad_weight is not None:
+                grad_weight += grad_logits.T @ hidden[rows].float()
+            if grad_bias is not None:
+                grad_bias += grad_logits.sum(dim=0)
+        ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
+        ctx.weight_dtype = weight.dtype
+        ctx.mark_non_differentiable(log_probs)
+        return loss, log_probs
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: th.Tensor, _grad_log_probs: th.Tensor) -> tuple[th.Tensor | None, ...]:
+        grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
+        scale = grad_loss.float()
+        return (
+            None if grad_hidden is None else grad_hidden * scale.to(grad_hidden.dtype),
+            None if grad_weight is None else (grad_weight * scale).to(ctx.weight_dtype),
+            None if grad_bias is None else (grad_bias * scale).to(ctx.weight_dtype),
+            *([None] * 9),
+        )
+
+
+def fused_objective_loss(
+    hidden_states: th.Tensor,
+    lm_head: nn.Linear | th.Tensor,
+    target_ids: th.Tensor,
+    behavior_log_probs: th.Tensor,
+    advantages: th.Tensor,
+    *,
+    mask: th.Tensor,
+    token_weights: th.Tensor,
+    objective: Callable[..., tuple[th.Tensor, RatioStats]],
+    coefficients: dict[str, Any] | None = None,
+    temperature: float = 1.0,
+    chunk_size: int = 1024,
+) -> FusedObjectiveLoss:
+    """
+    ``sum(objective(log_probs, behavior_log_probs, advantages) * token_weights)`` over the masked tokens, with the
+    log-probs computed in chunks from the hidden states and ``lm_head`` and the gradient formed in the same pass.
+
+    Equal in value and gradient to :func:`naive_token_log_probs` followed by the objective and the aggregation
+    (``token_weights`` from :func:`sb3_r2vpo.core.aggregation.aggregation_weights`), without ``[B, T, V]`` logits
+    and without recomputing the logits in the backward pass.
+
+    :param hidden_states: ``[B, T, H]`` final hidden states
+    :param lm_head: the output projection or its ``[V, H]`` weight
+    :param target_ids: ``[B, T]`` sampled tokens
+    :param behavior_log_probs: ``[B, T]`` behavior log-probs
+    :param advantages: ``[B, T]`` per-token advantages
+    :param mask: ``[B, T]`` bool mask of real tokens
+    :param token_weights: ``[B, T]`` aggregation weights
+    :param objective: a core objective (``sb3_r2vpo.core.OBJECTIVES``)
+    :param coefficients: its keyword coefficients
+    :param temperature: sampling temperature
+    :param chunk_size: tokens whose logits exist at once
+    :return: the loss, the detached ``[B, T]`` log-probs (0 on padding) and the ratio statistics
+    """
+    _check_arguments(hidden_states, target_ids, temperature, chunk_size)
+    weight, bias = (lm_head.weight, lm_head.bias) if isinstance(lm_head, nn.Linear) else (lm_head, None)
+    rows = mask.reshape(-1).nonzero().squeeze(1)
+    selected = [t.reshape(-1)[rows] for t in (target_ids, behavior_log_probs, advantages, token_weights)]
+    flat_hidden = hidden_states.reshape(-1, hidden_states.shape[-1])[rows]
+    stats_out: list[RatioStats] = []
+    loss, selected_log_probs = _FusedObjective.apply(
+        flat_hidden, weight, bias, *selected, objective, coefficients or {}, temperature, chunk_size, stats_out
+    )
+    log_probs = th.zeros(target_ids.numel(), dtype=th.float32, device=hidden_states.device)
+    log_probs = log_probs.index_put((rows,), selected_log_probs).reshape(target_ids.shape)
+    stats = stats_out[0] if stats_out else RatioStats.from_ratio(selected_log_probs.new_zeros(0))
+    return FusedObjectiveLoss(loss, log_probs, stats)
 
 
 def naive_token_log_probs(

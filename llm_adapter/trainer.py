@@ -25,13 +25,13 @@ from llm_adapter.advantages import group_relative_advantages
 from llm_adapter.config import TrainConfig
 from llm_adapter.data import PromptSampler, format_prompt, load_prompt_dataset
 from llm_adapter.engines.base import RolloutEngine
-from llm_adapter.logprobs import chunked_token_log_probs, completion_hidden_states
+from llm_adapter.logprobs import chunked_token_log_probs, completion_hidden_states, fused_objective_loss
 from llm_adapter.metrics_log import MetricsLogger
 from llm_adapter.objectives import LLM_OBJECTIVES
 from llm_adapter.replay import RolloutReplay
 from llm_adapter.rewards import RewardFunction, resolve_reward, score_completions
 from llm_adapter.rollouts import RolloutBatch
-from sb3_r2vpo.core.aggregation import aggregate_loss
+from sb3_r2vpo.core.aggregation import aggregation_weights
 from sb3_r2vpo.core.dual import VarCoefController
 from sb3_r2vpo.core.ratio import NonFiniteRatioError
 from sb3_r2vpo.core.stats import RatioStats, grouped_second_moment
@@ -190,6 +190,13 @@ class R2VPOLLMTrainer:
             return contextlib.nullcontext()
         return th.autocast(device_type=self.device.type, dtype=th.bfloat16)
 
+    def _completion_hidden(self, batch: RolloutBatch) -> th.Tensor:
+        """The final hidden states at the positions that predict the completion tokens, ``[B, T, H]``."""
+        input_ids, attention_mask, position_ids = batch.model_inputs()
+        prompt_width = batch.prompt_ids.shape[1]
+        hidden = completion_hidden_states(self.model, input_ids, attention_mask, position_ids)
+        return hidden[:, prompt_width - 1 : prompt_width - 1 + batch.completion_ids.shape[1]]
+
     def completion_log_probs(self, batch: RolloutBatch) -> th.Tensor:
         """
         Log-probs of the completion tokens under the current model, at the sampling temperature, ``[B, T]`` float32.
@@ -197,13 +204,9 @@ class R2VPOLLMTrainer:
         :param batch: a batch on the model's device, already :meth:`RolloutBatch.trimmed`
         :return: log-probs (0 on padding)
         """
-        input_ids, attention_mask, position_ids = batch.model_inputs()
-        prompt_width = batch.prompt_ids.shape[1]
         with self._autocast():
-            hidden = completion_hidden_states(self.model, input_ids, attention_mask, position_ids)
-            completion_hidden = hidden[:, prompt_width - 1 : prompt_width - 1 + batch.completion_ids.shape[1]]
             return chunked_token_log_probs(
-                completion_hidden,
+                self._completion_hidden(batch),
                 self.model.get_output_embeddings(),
                 batch.completion_ids,
                 mask=batch.completion_mask,
@@ -325,16 +328,24 @@ class R2VPOLLMTrainer:
         for micro_start in range(0, len(step_batch), config.micro_batch_size):
             rows = th.arange(micro_start, min(micro_start + config.micro_batch_size, len(step_batch)))
             micro = step_batch.select(rows).trimmed().to(self.device)
-            log_probs = self.completion_log_probs(micro)
-            per_token_advantages = micro.advantages[:, None].expand_as(log_probs)
-            per_token_loss, micro_stats = self.objective.function(
-                log_probs, micro.behavior_log_probs, per_token_advantages, mask=micro.completion_mask, **coefficients
-            )
-            loss = aggregate_loss(
-                per_token_loss, mode=config.loss_aggregation, mask=micro.completion_mask, normalizer=normalizer
-            )
-            loss.backward()
-            result.loss += loss.detach()
+            weights = aggregation_weights(micro.completion_mask, mode=config.loss_aggregation, normalizer=normalizer)
+            with self._autocast():
+                fused = fused_objective_loss(
+                    self._completion_hidden(micro),
+                    self.model.get_output_embeddings(),
+                    micro.completion_ids,
+                    micro.behavior_log_probs,
+                    micro.advantages[:, None].expand(micro.completion_ids.shape),
+                    mask=micro.completion_mask,
+                    token_weights=weights,
+                    objective=self.objective.function,
+                    coefficients=coefficients,
+                    temperature=config.temperature,
+                    chunk_size=config.logprob_chunk_size,
+                )
+            fused.loss.backward()
+            log_probs, micro_stats = fused.log_probs, fused.stats
+            result.loss += fused.loss.detach()
             result.stats = micro_stats if result.stats is None else result.stats.merge(micro_stats)
             with th.no_grad():
                 deviation = th.expm1(log_probs.detach() - micro.behavior_log_probs)[micro.completion_mask]

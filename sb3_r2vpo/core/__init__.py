@@ -3,7 +3,7 @@ Framework-agnostic R2VPO math (torch only): the importance ratio, the objectives
 aggregation, the dual controller for ``lam`` and the f-divergence scale table.
 """
 
-from sb3_r2vpo.core.aggregation import AGGREGATIONS, aggregate_loss
+from sb3_r2vpo.core.aggregation import AGGREGATIONS, aggregate_loss, aggregation_weights
 from sb3_r2vpo.core.divergences import F_DIVERGENCES, FDivergence, alpha_divergence, f_divergence, target_var_from_divergence
 from sb3_r2vpo.core.dual import DEFAULT_AUTO_INIT, VarCoefController, parse_var_coef
 from sb3_r2vpo.core.objectives import (
@@ -37,6 +37,7 @@ __all__ = [
     "RatioStats",
     "VarCoefController",
     "aggregate_loss",
+    "aggregation_weights",
     "alpha_divergence",
     "check_positive",
     "clip_objective",

@@ -42,3 +42,33 @@ def aggregate_loss(
         return sequence_means.sum() / denominator
     denominator = weights.sum().clamp(min=1.0) if normalizer is None else normalizer
     return (per_sample_loss * weights).sum() / denominator
+
+
+def aggregation_weights(
+    mask: th.Tensor,
+    *,
+    mode: str,
+    normalizer: float | th.Tensor | None = None,
+) -> th.Tensor:
+    """
+    The per-token weights ``w`` with ``aggregate_loss(x, mode=mode, mask=mask, normalizer=normalizer) == (x * w).sum()``.
+
+    A fused loss that computes the gradient chunk by chunk (``llm_adapter.logprobs.fused_objective_loss``) needs the
+    aggregation as weights, since it never holds the whole per-token loss at once.
+
+    :param mask: ``[batch, time]`` (or 1-D) 0/1 mask of valid tokens
+    :param mode: one of :data:`AGGREGATIONS`
+    :param normalizer: as in :func:`aggregate_loss`
+    :return: weights, same shape as ``mask``, float32
+    """
+    if mode not in AGGREGATIONS:
+        raise ValueError(f"Unknown aggregation mode {mode!r}; choose one of {AGGREGATIONS}")
+    weights = mask.to(th.float32)
+    if mode == "seq_mean_token_mean":
+        if weights.dim() != 2:
+            raise ValueError(f"seq_mean_token_mean needs a [batch, time] mask, got shape {tuple(weights.shape)}")
+        tokens_per_sequence = weights.sum(dim=1, keepdim=True).clamp(min=1.0)
+        denominator = weights.shape[0] if normalizer is None else normalizer
+        return weights / tokens_per_sequence / denominator
+    denominator = weights.sum().clamp(min=1.0) if normalizer is None else normalizer
+    return weights / denominator

@@ -171,3 +171,16 @@ def test_every_objective_is_registered_with_the_shared_signature(name: str) -> N
     loss, stats = get_objective(name)(log_prob, behavior, adv, mask=mask)
     assert loss.shape == adv.shape
     assert stats.count == 6
+
+
+@pytest.mark.parametrize("mode", ["mean", "token_mean", "seq_mean_token_mean"])
+@pytest.mark.parametrize("normalizer", [None, 37.0])
+def test_aggregation_weights_reproduce_aggregate_loss(mode: str, normalizer: float | None) -> None:
+    from sb3_r2vpo.core import aggregation_weights
+
+    gen = th.Generator().manual_seed(0)
+    loss = th.randn(5, 7, generator=gen)
+    mask = th.rand(5, 7, generator=gen) > 0.3
+    weights = aggregation_weights(mask, mode=mode, normalizer=normalizer)
+    expected = aggregate_loss(loss, mode=mode, mask=mask, normalizer=normalizer)
+    th.testing.assert_close((loss * weights).sum(), expected)

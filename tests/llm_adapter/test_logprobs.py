@@ -85,3 +85,51 @@ def test_cuda_bf16_close_to_float32() -> None:
     values.sum().backward()
     assert values.dtype == th.float32 and hidden.grad is not None and hidden.grad.dtype == th.bfloat16
     th.testing.assert_close(values.cpu(), reference, rtol=0, atol=0.1)
+
+
+@pytest.mark.parametrize("objective_name", ["r2vpo", "clip", "gppo", "topr", "spo"])
+@pytest.mark.parametrize("mode", ["token_mean", "seq_mean_token_mean"])
+def test_fused_objective_equals_naive_path(objective_name: str, mode: str) -> None:
+    """Fused log-probs + objective + aggregation == naive log-probs, then the core objective and aggregate_loss."""
+    from llm_adapter.logprobs import fused_objective_loss
+    from sb3_r2vpo.core import aggregate_loss, aggregation_weights, get_objective
+
+    hidden_states, head, targets = _inputs(bias=True)
+    gen = th.Generator().manual_seed(5)
+    mask = th.rand(targets.shape, generator=gen) > 0.25
+    with th.no_grad():
+        behavior = naive_token_log_probs(hidden_states, head, targets, temperature=0.8) + 0.3 * th.randn(
+            targets.shape, generator=gen
+        )
+    advantages = th.randn(targets.shape[0], 1, generator=gen).expand(targets.shape)
+    objective = get_objective(objective_name)
+    coefficients = {"var_coef": 0.7} if objective_name == "r2vpo" else {}
+    params = [hidden_states, *head.parameters()]
+
+    naive_log_probs = naive_token_log_probs(hidden_states, head, targets, temperature=0.8)
+    per_token, naive_stats = objective(naive_log_probs, behavior, advantages, mask=mask, **coefficients)
+    naive_loss = aggregate_loss(per_token, mode=mode, mask=mask, normalizer=11.0)
+    naive_grads = th.autograd.grad(naive_loss, params)
+
+    weights = aggregation_weights(mask, mode=mode, normalizer=11.0)
+    fused = fused_objective_loss(
+        hidden_states,
+        head,
+        targets,
+        behavior,
+        advantages,
+        mask=mask,
+        token_weights=weights,
+        objective=objective,
+        coefficients=coefficients,
+        temperature=0.8,
+        chunk_size=5,
+    )
+    fused_grads = th.autograd.grad(fused.loss * 2.0, params)  # the upstream gradient scales the stored one
+    th.testing.assert_close(fused.loss, naive_loss.detach(), rtol=1e-5, atol=1e-6)
+    th.testing.assert_close(fused.log_probs[mask], naive_log_probs.detach()[mask], rtol=0, atol=1e-5)
+    assert (fused.log_probs[~mask] == 0).all()
+    for mine, reference in zip(fused_grads, naive_grads, strict=True):
+        th.testing.assert_close(mine, 2.0 * reference, rtol=1e-5, atol=1e-6)
+    assert float(fused.stats.count) == float(naive_stats.count)
+    th.testing.assert_close(fused.stats.sums, naive_stats.sums, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,122 @@
+"""
+Objectives compared on the toy verifiable task (``llm_adapter.toy``: the prompt names a digit, the reward is the
+fraction of the first 8 generated characters equal to it) with a tiny Qwen2 model trained from scratch on CPU:
+R2VPO on-policy, R2VPO-OFF (replay of 4 generations, UTD 2), GRPO and GRPO-CH, same seeds, same settings
+otherwise (8 prompts x 8 completions per generation, 2 optimizer steps per generation on-policy).
+
+Reports, per objective, the generations needed until the 10-generation moving average of the mean reward reaches
+``--level`` (median over seeds; runs that never reach it count as not reached), and the final reward (mean of the
+last 20 generations).
+
+    python -m benchmarks.llm_toy_comparison --seeds 0 1 2 --iterations 150
+
+Writes ``results/llm_toy_comparison/toy.json`` and ``toy.png``.
+"""
+
+import argparse
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import RESULTS_DIR, save_figure_and_json, versions
+from llm_adapter.config import TrainConfig
+from llm_adapter.toy import write_toy_setup
+from llm_adapter.trainer import R2VPOLLMTrainer
+
+OUT_DIR = RESULTS_DIR / "llm_toy_comparison"
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "r2vpo": {"objective": "r2vpo"},
+    "r2vpo_off": {"objective": "r2vpo", "replay_capacity": 4, "utd_ratio": 2.0},
+    "grpo": {"objective": "grpo"},
+    "grpo_ch": {"objective": "grpo_ch"},
+}
+
+
+def run(variant: str, seed: int, iterations: int, setup_dir: Path, work_dir: Path) -> list[float]:
+    """Train one variant; return the mean reward of every generation."""
+    base = TrainConfig.from_yaml(setup_dir / "config.yaml").to_dict()
+    base.update(
+        {
+            "seed": seed,
+            "num_iterations": iterations,
+            "output_dir": str(work_dir / f"{variant}_{seed}"),
+            "progress_bar": False,
+            "report_to_tensorboard": False,
+            **VARIANTS[variant],
+        }
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        history = R2VPOLLMTrainer(TrainConfig(**base)).train()
+    return [m["reward_mean"] for m in history]
+
+
+def generations_to_level(rewards: list[float], level: float, window: int = 10) -> float:
+    """First generation (1-based) whose trailing ``window``-generation mean reaches ``level``; inf if never."""
+    for end in range(window, len(rewards) + 1):
+        if np.mean(rewards[end - window : end]) >= level:
+            return float(end)
+    return float("inf")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--iterations", type=int, default=150)
+    parser.add_argument("--level", type=float, default=0.3)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    args = parser.parse_args(argv)
+
+    curves: dict[str, list[list[float]]] = {v: [] for v in args.variants}
+    with tempfile.TemporaryDirectory() as tmp:
+        setup_dir = Path(tmp) / "toy"
+        write_toy_setup(setup_dir, seed=0)  # one model initialization for every run: seeds vary sampling and data
+        for seed in args.seeds:
+            for variant in args.variants:
+                curves[variant].append(run(variant, seed, args.iterations, setup_dir, Path(tmp)))
+                last = curves[variant][-1]
+                print(f"{variant} seed {seed}: final reward {np.mean(last[-20:]):.3f}", flush=True)
+
+    summary = {}
+    for variant, runs in curves.items():
+        reached = [generations_to_level(r, args.level) for r in runs]
+        summary[variant] = {
+            "generations_to_level": reached,
+            "median_generations_to_level": float(np.median(reached)),
+            "reached": int(np.isfinite(reached).sum()),
+            "final_reward_per_seed": [float(np.mean(r[-20:])) for r in runs],
+            "final_reward_mean": float(np.mean([np.mean(r[-20:]) for r in runs])),
+        }
+        print(
+            f"{variant:10s} generations to {args.level}: {reached} (median {summary[variant]['median_generations_to_level']}); "
+            f"final reward {summary[variant]['final_reward_mean']:.3f}"
+        )
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for variant, runs in curves.items():
+        smoothed = np.array([np.convolve(r, np.ones(10) / 10, mode="valid") for r in runs])
+        x = np.arange(10, args.iterations + 1)
+        ax.plot(x, smoothed.mean(0), label=variant)
+        ax.fill_between(x, smoothed.min(0), smoothed.max(0), alpha=0.15)
+    ax.axhline(args.level, color="gray", linestyle="--", linewidth=0.8)
+    ax.set(
+        xlabel="generation (64 completions each)", ylabel="mean reward (10-generation average)", title="Toy task, tiny Qwen2"
+    )
+    ax.legend()
+    ax.grid(alpha=0.3)
+    payload = {"settings": vars(args), "variants": VARIANTS, "summary": summary, "curves": curves, "versions": versions()}
+    save_figure_and_json(fig, OUT_DIR, "toy.png", "toy.json", payload)
+    return payload
+
+
+if __name__ == "__main__":
+    main()
