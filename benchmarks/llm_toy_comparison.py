@@ -91,10 +91,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "final_reward_per_seed": [float(np.mean(r[-20:])) for r in runs],
             "final_reward_mean": float(np.mean([np.mean(r[-20:]) for r in runs])),
         }
-        print(
-            f"{variant:10s} generations to {args.level}: {reached} (median {summary[variant]['median_generations_to_level']}); "
-            f"final reward {summary[variant]['final_reward_mean']:.3f}"
-        )
+        median = summary[variant]["median_generations_to_level"]
+        final = summary[variant]["final_reward_mean"]
+        print(f"{variant:10s} generations to {args.level}: {reached} (median {median}); final reward {final:.3f}")
 
     import matplotlib
 

@@ -81,7 +81,7 @@ class _ChunkedTokenLogProbs(th.autograd.Function):
             if grad_hidden is not None:
                 grad_hidden[rows] = (grad_logits.to(weight.dtype) @ weight).to(hidden.dtype)
             if grad_weight is not None:
-                grad_weight += grad_logits.T @ hidden[rows].float()
+                grad_weight.addmm_(grad_logits.T, hidden[rows].float())  # accumulates inside the GEMM: no [V, H] temporary
             if grad_bias is not None:
                 grad_bias += grad_logits.sum(dim=0)
         cast_weight = None if grad_weight is None else grad_weight.to(weight.dtype)
@@ -171,8 +171,13 @@ class _FusedObjective(th.autograd.Function):
         for start in range(0, hidden.shape[0], chunk_size):
             rows = slice(start, start + chunk_size)
             logits = _chunk_logits(hidden[rows], weight, bias, temperature)
-            log_sum_exp = th.logsumexp(logits, dim=-1)
-            log_probs[rows] = logits.gather(1, targets[rows, None]).squeeze(1) - log_sum_exp
+            # A stable log-sum-exp whose exponentials are kept (in place): they become the softmax of the gradient,
+            # which saves the second pass over [chunk, V] that logsumexp + exp would make.
+            row_max = logits.amax(dim=1, keepdim=True)
+            target_logits = logits.gather(1, targets[rows, None]).squeeze(1)
+            exponentials = logits.sub_(row_max).exp_()
+            sum_exp = exponentials.sum(dim=1)
+            log_probs[rows] = target_logits - row_max.squeeze(1) - sum_exp.log()
             with th.enable_grad():
                 leaf = log_probs[rows].detach().requires_grad_(True)
                 per_token, chunk_stats = objective(leaf, behavior_log_probs[rows], advantages[rows], **coefficients)
@@ -180,11 +185,14 @@ class _FusedObjective(th.autograd.Function):
                 (grad_log_probs,) = th.autograd.grad(chunk_loss, leaf)
             loss += chunk_loss.detach()
             stats_out.append(chunk_stats if not stats_out else stats_out.pop().merge(chunk_stats))
-            grad_logits = _grad_logits_(logits, log_sum_exp, targets[rows], grad_log_probs, temperature)
+            grad_logits = exponentials.mul_((-grad_log_probs / sum_exp)[:, None])
+            grad_logits.scatter_add_(1, targets[rows, None], grad_log_probs[:, None])
+            if temperature != 1.0:
+                grad_logits.div_(temperature)
             if grad_hidden is not None:
                 grad_hidden[rows] = (grad_logits.to(weight.dtype) @ weight).to(hidden.dtype)
             if grad_weight is not None:
-                grad_weight += grad_logits.T @ hidden[rows].float()
+                grad_weight.addmm_(grad_logits.T, hidden[rows].float())  # accumulates inside the GEMM: no [V, H] temporary
             if grad_bias is not None:
                 grad_bias += grad_logits.sum(dim=0)
         ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
