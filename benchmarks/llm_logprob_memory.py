@@ -6,8 +6,9 @@ gradient formed chunk by chunk in one pass, no recomputation). Qwen2's vocabular
 hidden size of Qwen2.5-0.5B (896) by default; several batch sizes. Target: the training path's peak <= 1/4 of
 naive at no more than naive time.
 
-Each measurement runs in a fresh subprocess: on CPU the extra peak is the growth of the process's peak resident
-set over the inputs (the ``lm_head`` weight, hidden states), on CUDA ``max_memory_allocated`` over the inputs.
+Each measurement runs in a fresh subprocess: on CPU the extra peak is the process's peak resident set (``VmHWM``,
+reset after the inputs are built) over its resident set at that point; on CUDA ``max_memory_allocated`` over the
+memory allocated for the inputs (the ``lm_head`` weight, hidden states).
 Both paths count the ``lm_head`` weight gradient (545 MB in float32 at the default sizes), which any trainer holds.
 
     python -m benchmarks.llm_logprob_memory --batch-sizes 1 2 4            # CPU, float32
@@ -18,7 +19,6 @@ Writes ``results/llm_logprob_memory/<device>_<dtype>.json`` and ``.png``.
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -35,10 +35,30 @@ OUT_DIR = RESULTS_DIR / "llm_logprob_memory"
 MODES = ("naive", "chunked", "fused")
 
 
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024  # reported in kB
+    raise RuntimeError(f"{field} not found in /proc/self/status")
+
+
+def _reset_peak(device: th.device) -> int:
+    """Reset the peak counter and return the memory in use now (the baseline)."""
+    if device.type == "cuda":
+        th.cuda.synchronize(device)
+        th.cuda.reset_peak_memory_stats(device)
+        return th.cuda.memory_allocated(device)
+    # Writing 5 to clear_refs resets the peak resident set (VmHWM) to the current one (Linux >= 4.0).
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+    return _status_bytes("VmRSS")
+
+
 def _peak_bytes(device: th.device) -> int:
     if device.type == "cuda":
         return th.cuda.max_memory_allocated(device)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    return _status_bytes("VmHWM")
 
 
 def measure_once(
@@ -47,17 +67,15 @@ def measure_once(
     """Run in a fresh process: allocate the inputs, then time forward + R2VPO loss + backward ``repeats`` times."""
     device, dtype = th.device(device_name), getattr(th, dtype_name)
     th.manual_seed(0)
-    weight = (th.randn(vocab, hidden, device=device) * hidden**-0.5).to(dtype).requires_grad_(True)
+    # Filled in place: a temporary copy here would raise the process's peak before the measurement starts.
+    weight = th.empty(vocab, hidden, device=device, dtype=dtype).normal_(std=hidden**-0.5).requires_grad_(True)
     hidden_states = th.randn(batch, seq, hidden, device=device).to(dtype).requires_grad_(True)
     targets = th.randint(vocab, (batch, seq), device=device)
     mask = th.ones(batch, seq, dtype=th.bool, device=device)
     advantages = th.randn(batch, 1, device=device).expand(batch, seq)
     with th.no_grad():
         behavior = naive_token_log_probs(hidden_states[:1, :8], weight, targets[:1, :8]).mean().expand(batch, seq).clone()
-    if device.type == "cuda":
-        th.cuda.synchronize(device)
-        th.cuda.reset_peak_memory_stats(device)
-    baseline = _peak_bytes(device) if device.type == "cpu" else th.cuda.memory_allocated(device)
+    baseline = _reset_peak(device)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

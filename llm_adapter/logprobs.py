@@ -62,6 +62,7 @@ class _ChunkedTokenLogProbs(th.autograd.Function):
             logits = _chunk_logits(hidden[rows], weight, bias, temperature)
             log_sum_exp[rows] = th.logsumexp(logits, dim=-1)
             chosen[rows] = logits.gather(1, targets[rows, None]).squeeze(1)
+            del logits
         ctx.save_for_backward(hidden, weight, bias, targets, log_sum_exp)
         ctx.temperature, ctx.chunk_size = temperature, chunk_size
         return chosen - log_sum_exp
@@ -84,6 +85,7 @@ class _ChunkedTokenLogProbs(th.autograd.Function):
                 grad_weight.addmm_(grad_logits.T, hidden[rows].float())  # accumulates inside the GEMM: no [V, H] temporary
             if grad_bias is not None:
                 grad_bias += grad_logits.sum(dim=0)
+            del logits, grad_logits  # free this chunk's [chunk, V] buffer before the next one exists
         cast_weight = None if grad_weight is None else grad_weight.to(weight.dtype)
         cast_bias = None if grad_bias is None else grad_bias.to(bias.dtype)
         return grad_hidden, cast_weight, cast_bias, None, None, None
@@ -195,19 +197,25 @@ class _FusedObjective(th.autograd.Function):
                 grad_weight.addmm_(grad_logits.T, hidden[rows].float())  # accumulates inside the GEMM: no [V, H] temporary
             if grad_bias is not None:
                 grad_bias += grad_logits.sum(dim=0)
+            del logits, exponentials, grad_logits  # free this chunk's [chunk, V] buffer before the next one exists
         ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
         ctx.weight_dtype = weight.dtype
+        ctx.backward_done = False
         ctx.mark_non_differentiable(log_probs)
         return loss, log_probs
 
     @staticmethod
     def backward(ctx: Any, grad_loss: th.Tensor, _grad_log_probs: th.Tensor) -> tuple[th.Tensor | None, ...]:
+        if ctx.backward_done:
+            raise RuntimeError("fused_objective_loss supports a single backward pass (its gradients are scaled in place)")
+        ctx.backward_done = True
         grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
         scale = grad_loss.float()
+        # In place: a scaled copy of the [V, H] float32 weight gradient would double this step's peak memory.
         return (
-            None if grad_hidden is None else grad_hidden * scale.to(grad_hidden.dtype),
-            None if grad_weight is None else (grad_weight * scale).to(ctx.weight_dtype),
-            None if grad_bias is None else (grad_bias * scale).to(ctx.weight_dtype),
+            None if grad_hidden is None else grad_hidden.mul_(scale.to(grad_hidden.dtype)),
+            None if grad_weight is None else grad_weight.mul_(scale).to(ctx.weight_dtype),
+            None if grad_bias is None else grad_bias.mul_(scale).to(ctx.weight_dtype),
             *([None] * 9),
         )
 
