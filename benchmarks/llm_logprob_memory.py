@@ -22,6 +22,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -130,6 +131,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per measurement (the first is a warm-up)")
+    parser.add_argument("--out-dir", type=Path, default=OUT_DIR, help="where the JSON and PNG go")
     args = parser.parse_args(argv)
 
     rows = []
@@ -178,9 +180,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ax.legend()
         ax.grid(alpha=0.3)
     fig.suptitle(f"log-probs + R2VPO loss, vocab {args.vocab}, hidden {args.hidden}, {args.device} {args.dtype}")
-    payload = {"settings": vars(args), "rows": rows, "versions": versions()}
+    payload = {
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "rows": rows,
+        "versions": versions(),
+    }
     name = f"{args.device.replace(':', '')}_{args.dtype}"
-    save_figure_and_json(fig, OUT_DIR, f"{name}.png", f"{name}.json", payload)
+    save_figure_and_json(fig, args.out_dir, f"{name}.png", f"{name}.json", payload)
     return payload
 
 

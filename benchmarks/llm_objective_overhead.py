@@ -12,6 +12,7 @@ Writes ``results/llm_objective_overhead/<device>.json`` and ``.png``.
 
 import argparse
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--hidden", type=int, default=896)
     parser.add_argument("--chunk-size", type=int, default=256)
     parser.add_argument("--device", default="cuda" if th.cuda.is_available() else "cpu")
+    parser.add_argument("--out-dir", type=Path, default=OUT_DIR, help="where the JSON and PNG go")
     args = parser.parse_args(argv)
     device = th.device(args.device)
     data = make_batch(args.batch, args.seq, args.vocab, args.hidden, device)
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     ax.legend()
     payload = {
-        "settings": vars(args),
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "median_ratio": median,
         "iqr": [q25, q75],
         "ratios": ratios,
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "versions": versions(),
     }
     name = args.device.replace(":", "")
-    save_figure_and_json(fig, OUT_DIR, f"{name}.png", f"{name}.json", payload)
+    save_figure_and_json(fig, args.out_dir, f"{name}.png", f"{name}.json", payload)
     return payload
 
 

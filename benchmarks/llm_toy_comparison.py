@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--iterations", type=int, default=150)
     parser.add_argument("--level", type=float, default=0.3)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--out-dir", type=Path, default=OUT_DIR, help="where the JSON and PNG go")
     args = parser.parse_args(argv)
 
     curves: dict[str, list[list[float]]] = {v: [] for v in args.variants}
@@ -112,8 +113,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     ax.legend()
     ax.grid(alpha=0.3)
-    payload = {"settings": vars(args), "variants": VARIANTS, "summary": summary, "curves": curves, "versions": versions()}
-    save_figure_and_json(fig, OUT_DIR, "toy.png", "toy.json", payload)
+    payload = {
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "variants": VARIANTS,
+        "summary": summary,
+        "curves": curves,
+        "versions": versions(),
+    }
+    save_figure_and_json(fig, args.out_dir, "toy.png", "toy.json", payload)
     return payload
 
 

@@ -11,7 +11,15 @@ from benchmarks.common import load_zoo_entry, mean_curve, steps_to_threshold, zo
 from benchmarks.zoo_runs import algorithm
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = ["classic_control", "defaults_sweep", "overhead", "sample_efficiency"]
+SCRIPTS = [
+    "classic_control",
+    "defaults_sweep",
+    "overhead",
+    "sample_efficiency",
+    "llm_logprob_memory",
+    "llm_objective_overhead",
+    "llm_toy_comparison",
+]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -46,3 +54,46 @@ def test_zoo_entries_build_the_shipped_algorithms() -> None:
             kwargs.pop("policy")
             assert env_settings["n_timesteps"] == 100_000
             algo_class("MlpPolicy", env_id, **kwargs)
+
+
+def _run_benchmark(script: str, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{script}", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_llm_logprob_memory_runs_small(tmp_path: Path) -> None:
+    out = _run_benchmark(
+        "llm_logprob_memory", "--batch-sizes", "1", "--seq", "64", "--vocab", "4096", "--hidden", "32",
+        "--chunk-size", "16", "--repeats", "2", "--out-dir", str(tmp_path),
+    )  # fmt: skip
+    assert "fused" in out
+    assert (tmp_path / "cpu_float32.json").exists() and (tmp_path / "cpu_float32.png").exists()
+
+
+def test_llm_objective_overhead_runs_small(tmp_path: Path) -> None:
+    out = _run_benchmark(
+        "llm_objective_overhead",
+        "--repeats",
+        "2",
+        "--seq",
+        "16",
+        "--vocab",
+        "512",
+        "--hidden",
+        "16",
+        "--out-dir",
+        str(tmp_path),
+    )
+    assert "R2VPO / GRPO step time" in out
+    assert (tmp_path / "cpu.json").exists()
+
+
+def test_llm_toy_comparison_runs_small(tmp_path: Path) -> None:
+    out = _run_benchmark(
+        "llm_toy_comparison", "--seeds", "0", "--iterations", "12", "--variants", "r2vpo", "grpo", "--out-dir", str(tmp_path)
+    )
+    assert "r2vpo" in out and "grpo" in out
+    assert (tmp_path / "toy.json").exists()
