@@ -1,8 +1,9 @@
 """
 Objectives compared on the toy verifiable task (``llm_adapter.toy``: the prompt names a digit, the reward is the
 fraction of the first 8 generated characters equal to it) with a tiny Qwen2 model trained from scratch on CPU:
-R2VPO on-policy, R2VPO-OFF (replay of 4 generations, UTD 2), GRPO and GRPO-CH, same seeds, same settings
-otherwise (8 prompts x 8 completions per generation, 2 optimizer steps per generation on-policy).
+R2VPO on-policy (default adaptive ``lam`` from 1.0, and a fixed ``lam = 1``), R2VPO-OFF (replay of 4
+generations, UTD 2), GRPO and GRPO-CH, same seeds, same settings otherwise (8 prompts x 8 completions per
+generation, 2 optimizer steps per generation on-policy).
 
 Reports, per objective, the generations needed until the 10-generation moving average of the mean reward reaches
 ``--level`` (median over seeds; runs that never reach it count as not reached), and the final reward (mean of the
@@ -30,10 +31,16 @@ OUT_DIR = RESULTS_DIR / "llm_toy_comparison"
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "r2vpo": {"objective": "r2vpo"},
+    "r2vpo_lam1": {"objective": "r2vpo", "var_coef": 1.0},
     "r2vpo_off": {"objective": "r2vpo", "replay_capacity": 4, "utd_ratio": 2.0},
     "grpo": {"objective": "grpo"},
     "grpo_ch": {"objective": "grpo_ch"},
+    # The lam sweep behind the default (--variants r2vpo_auto0 r2vpo_lam0.3 r2vpo_lam3 --seeds 0 1 2).
+    "r2vpo_auto0": {"objective": "r2vpo", "var_coef": "auto_0"},
+    "r2vpo_lam0.3": {"objective": "r2vpo", "var_coef": 0.3},
+    "r2vpo_lam3": {"objective": "r2vpo", "var_coef": 3.0},
 }
+MAIN_VARIANTS = ["r2vpo", "r2vpo_lam1", "r2vpo_off", "grpo", "grpo_ch"]
 
 
 def run(variant: str, seed: int, iterations: int, setup_dir: Path, work_dir: Path) -> list[float]:
@@ -63,12 +70,19 @@ def generations_to_level(rewards: list[float], level: float, window: int = 10) -
     return float("inf")
 
 
+def bootstrap_mean_interval(values: list[float], *, resamples: int = 10_000, seed: int = 0) -> list[float]:
+    """95% percentile-bootstrap interval of the mean of ``values`` (resampling seeds)."""
+    rng = np.random.default_rng(seed)
+    means = rng.choice(np.asarray(values), size=(resamples, len(values)), replace=True).mean(axis=1)
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--iterations", type=int, default=150)
     parser.add_argument("--level", type=float, default=0.3)
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=MAIN_VARIANTS, choices=list(VARIANTS))
     parser.add_argument("--out-dir", type=Path, default=OUT_DIR, help="where the JSON and PNG go")
     args = parser.parse_args(argv)
 
@@ -91,10 +105,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "reached": int(np.isfinite(reached).sum()),
             "final_reward_per_seed": [float(np.mean(r[-20:])) for r in runs],
             "final_reward_mean": float(np.mean([np.mean(r[-20:]) for r in runs])),
+            "final_reward_ci95": bootstrap_mean_interval([float(np.mean(r[-20:])) for r in runs]),
         }
         median = summary[variant]["median_generations_to_level"]
         final = summary[variant]["final_reward_mean"]
-        print(f"{variant:10s} generations to {args.level}: {reached} (median {median}); final reward {final:.3f}")
+        low, high = summary[variant]["final_reward_ci95"]
+        print(
+            f"{variant:10s} generations to {args.level}: {reached} (median {median}); "
+            f"final reward {final:.3f} [{low:.3f}, {high:.3f}]"
+        )
 
     import matplotlib
 
@@ -115,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ax.grid(alpha=0.3)
     payload = {
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "variants": VARIANTS,
+        "variants": {name: VARIANTS[name] for name in args.variants},
         "summary": summary,
         "curves": curves,
         "versions": versions(),

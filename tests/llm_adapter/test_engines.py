@@ -62,9 +62,12 @@ def test_vllm_engine_names_the_extra_when_vllm_is_missing() -> None:
         VLLMEngine("some/model", pad_token_id=0)
 
 
-def test_importing_the_adapter_does_not_import_vllm() -> None:
+def test_importing_the_adapter_does_not_import_vllm_or_trl() -> None:
     import subprocess
     import sys
 
-    code = "import sys, llm_adapter, llm_adapter.engines, llm_adapter.trainer; assert 'vllm' not in sys.modules"
+    code = (
+        "import sys, llm_adapter, llm_adapter.engines, llm_adapter.trainer; "
+        "assert not {'vllm', 'trl'} & set(sys.modules), sorted({'vllm', 'trl'} & set(sys.modules))"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
