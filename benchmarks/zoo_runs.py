@@ -57,20 +57,50 @@ def algorithm(name: str) -> tuple[type[BaseAlgorithm], Path | None, dict[str, An
     return table[name]
 
 
-def run(name: str, env_id: str, seed: int) -> dict[str, Any]:
+def run_path(name: str, env_id: str, seed: int, n_timesteps: int | None = None, runs_dir: Path = RUNS_DIR) -> Path:
+    """Where the run is cached; a budget other than the zoo entry's is part of the name."""
+    budget = "" if n_timesteps is None else f"__{n_timesteps}steps"
+    return runs_dir / f"{env_id.replace('/', '_')}__{name}__{seed}{budget}.json"
+
+
+def cached_run(
+    name: str, env_id: str, seed: int, n_timesteps: int | None = None, runs_dir: Path = RUNS_DIR
+) -> dict[str, Any] | None:
+    """
+    The cached run, if any: an explicit budget also accepts the run made with the zoo entry's own budget when the
+    two are equal (so the learning-curve panel reuses the other benchmarks' runs).
+    """
+    candidates = [run_path(name, env_id, seed, n_timesteps, runs_dir)]
+    if n_timesteps is not None:
+        candidates.append(run_path(name, env_id, seed, None, runs_dir))
+    for path in candidates:
+        if path.exists():
+            payload = json.loads(path.read_text())
+            budget = int(float(payload.get("n_timesteps", payload["hyperparams"]["n_timesteps"])))
+            if n_timesteps is None or budget == n_timesteps:
+                return payload
+    return None
+
+
+def run(name: str, env_id: str, seed: int, n_timesteps: int | None = None, runs_dir: Path = RUNS_DIR) -> dict[str, Any]:
     """
     Train ``name`` on ``env_id`` with its zoo entry and evaluate it every :data:`EVAL_FREQ` steps (cached).
 
+    :param n_timesteps: training budget (default: the zoo entry's ``n_timesteps``)
+    :param runs_dir: the cache folder
     :return: the run's JSON payload
     """
-    path = RUNS_DIR / f"{env_id.replace('/', '_')}__{name}__{seed}.json"
-    if path.exists():
-        return json.loads(path.read_text())
+    cached = cached_run(name, env_id, seed, n_timesteps, runs_dir)
+    if cached is not None:
+        return cached
+    path = run_path(name, env_id, seed, n_timesteps, runs_dir)
     algo_class, hyperparams_file, overrides = algorithm(name)
     if hyperparams_file is None:
         raise RuntimeError(f"{name} needs rl_zoo3 for its hyperparameters: pip install .[zoo]")
     entry = load_zoo_entry(hyperparams_file, env_id, fallback=LOCAL_PPO_HYPERPARAMS if name == "ppo" else None)
     kwargs, env_settings = zoo_entry_to_kwargs(entry)
+    if n_timesteps is not None:
+        env_settings["n_timesteps"] = n_timesteps
     policy = kwargs.pop("policy")
     env = make_env(env_id, env_settings["n_envs"], seed, env_settings["normalize"], env_settings["env_wrapper"])
     model = algo_class(policy, env, seed=seed, **{**kwargs, **overrides})
@@ -84,6 +114,7 @@ def run(name: str, env_id: str, seed: int) -> dict[str, Any]:
         "seed": seed,
         "hyperparams": entry,
         "overrides": overrides,
+        "n_timesteps": env_settings["n_timesteps"],
         "hyperparams_file": hyperparams_file.name,
         "versions": versions(),
         **result,

@@ -1,10 +1,12 @@
 """The benchmark scripts stay runnable: their CLIs parse, and their shared helpers compute the right things."""
 
+import json
 import math
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks.common import load_zoo_entry, mean_curve, steps_to_threshold, zoo_entry_to_kwargs
@@ -19,6 +21,7 @@ SCRIPTS = [
     "llm_logprob_memory",
     "llm_objective_overhead",
     "llm_toy_comparison",
+    "learning_curves",
 ]
 
 
@@ -97,3 +100,32 @@ def test_llm_toy_comparison_runs_small(tmp_path: Path) -> None:
     )
     assert "r2vpo" in out and "grpo" in out
     assert (tmp_path / "toy.json").exists()
+
+
+def test_learning_curves_panel_runs_skips_and_reports(tmp_path: Path) -> None:
+    args = [
+        "--tasks", "CartPole-v1", "--seeds", "0", "1", "--budget", "2048", "--jobs", "2",
+        "--runs-dir", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "out"), "--docs-page", str(tmp_path / "page.md"),
+    ]  # fmt: skip
+    out = _run_benchmark("learning_curves", *args)
+    assert "6 runs to do" in out
+    runs = sorted((tmp_path / "runs").glob("*.json"))
+    assert len(runs) == 6
+    payload = json.loads(runs[0].read_text())
+    assert {"seed", "versions", "curve", "wall_time_s", "hyperparams", "n_timesteps"} <= set(payload)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())["tasks"]["CartPole-v1"]["algos"]
+    assert summary["r2vpo"]["seeds"] == [0, 1] and "iqm_minus_ppo_ci95" in summary["r2vpo"]
+    assert (tmp_path / "out" / "CartPole-v1.png").exists()
+    assert "| CartPole-v1 (2k) | r2vpo | 2 |" in (tmp_path / "page.md").read_text()
+    assert "0 runs to do" in _run_benchmark("learning_curves", *args)  # finished runs are skipped
+
+
+def test_learning_curves_statistics() -> None:
+    from benchmarks.learning_curves import bootstrap_interval, iqm, normalized_auc
+
+    assert iqm(np.array([1.0, 2.0, 3.0, 4.0])) == 2.5  # the middle two
+    assert iqm(np.array([0.0, 10.0, 10.0, 10.0, 1000.0])) == 10.0  # outliers do not move it
+    low, high = bootstrap_interval([1.0, 2.0, 3.0, 4.0, 5.0], np.mean, np.random.default_rng(0))
+    assert 1.0 <= low < 3.0 < high <= 5.0
+    curve = [{"timesteps": 50, "mean_reward": 1.0}, {"timesteps": 100, "mean_reward": 1.0}]
+    assert normalized_auc(curve, 100) == 1.0

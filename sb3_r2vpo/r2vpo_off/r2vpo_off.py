@@ -241,16 +241,20 @@ class R2VPOOff(R2VPO):
     def _training_epochs(self) -> Iterator[Iterator[ReplayBufferSamples]]:  # type: ignore[override]
         fresh = self.n_steps * self.n_envs
         n_samples = max(1, round(self.utd_ratio * fresh))
-        minibatches_per_epoch = math.ceil(fresh / self.batch_size)
-        indices = self.replay_buffer.minibatch_indices(n_samples, self.batch_size)
         iteration = self._replay_iteration
-
-        def one_epoch() -> Iterator[ReplayBufferSamples]:
-            for _, batch in zip(range(minibatches_per_epoch), indices, strict=False):
-                yield self.replay_buffer.get_samples(batch, iteration)
-
-        for _ in range(math.ceil(n_samples / (minibatches_per_epoch * self.batch_size))):
-            yield one_epoch()
+        # Every drawn minibatch is used. A minibatch never spans two permutation passes, so with fewer stored
+        # transitions than batch_size they are smaller than batch_size (as PPO's when its buffer is smaller),
+        # and there are more of them; an "epoch" (for SB3's counters and target_kl) is ~ one fresh rollout's worth.
+        epoch: list[np.ndarray] = []
+        in_epoch = 0
+        for batch in self.replay_buffer.minibatch_indices(n_samples, self.batch_size):
+            epoch.append(batch)
+            in_epoch += len(batch)
+            if in_epoch >= fresh:
+                yield (self.replay_buffer.get_samples(indices, iteration) for indices in epoch)
+                epoch, in_epoch = [], 0
+        if epoch:
+            yield (self.replay_buffer.get_samples(indices, iteration) for indices in epoch)
 
     def _extra_minibatch_stats(self, log_prob: th.Tensor, rollout_data: Any) -> dict[str, th.Tensor]:
         ratio = importance_ratio(log_prob.detach(), rollout_data.old_log_prob)

@@ -27,14 +27,23 @@ def _same_parameters(a: th.nn.Module, b: th.nn.Module) -> bool:
     return all(th.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
 
 
-@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
-def test_capacity_one_is_exactly_r2vpo_on(env_id: str) -> None:
+@pytest.mark.parametrize(
+    ("env_id", "sizes"),
+    [
+        ("CartPole-v1", TINY),
+        ("Pendulum-v1", TINY),
+        # A minibatch larger than the rollout (rl_zoo3's MountainCarContinuous entry: n_steps 8, batch 256): PPO
+        # takes one truncated minibatch per epoch, and so must the replay, not one minibatch in all.
+        ("Pendulum-v1", {**TINY, "n_steps": 8, "batch_size": 256}),
+    ],
+)
+def test_capacity_one_is_exactly_r2vpo_on(env_id: str, sizes: dict) -> None:
     """replay_capacity=1 with utd_ratio=n_epochs gives R2VPO-ON's update, bit for bit, over several iterations."""
     # Seeding happens at construction and the global RNGs are shared: build and train one model, then the other.
-    on = R2VPO("MlpPolicy", make_vec_env(env_id, n_envs=2, seed=0), n_epochs=3, var_coef="auto", seed=0, **TINY)
+    on = R2VPO("MlpPolicy", make_vec_env(env_id, n_envs=2, seed=0), n_epochs=3, var_coef="auto", seed=0, **sizes)
     initial = {k: v.clone() for k, v in on.policy.state_dict().items()}
     on.learn(3 * 128)
-    off = R2VPOOff("MlpPolicy", make_vec_env(env_id, n_envs=2, seed=0), replay_capacity=1, utd_ratio=3, seed=0, **TINY)
+    off = R2VPOOff("MlpPolicy", make_vec_env(env_id, n_envs=2, seed=0), replay_capacity=1, utd_ratio=3, seed=0, **sizes)
     assert all(th.equal(initial[k], v) for k, v in off.policy.state_dict().items())
     off.learn(3 * 128)
     assert not all(th.equal(initial[k], v) for k, v in off.policy.state_dict().items())

@@ -1,0 +1,313 @@
+"""
+The learning-curve panel: R2VPO, R2VPO-OFF and SB3's PPO, each with its own RL Zoo hyperparameters (PPO's from
+rl_zoo3's ``ppo.yml``; ``benchmarks/hyperparams/ppo.yml`` for DeepMind Control tasks rl_zoo3 has no entry for:
+PPO's defaults with flattened, normalized observations), on the same seeds and the same env-step budget,
+evaluated on a separate env (deterministic policy, 10 episodes) every budget / 20 steps.
+
+    python -m benchmarks.learning_curves --tasks classic --seeds 0 1 2 3 4 --jobs 2
+    MUJOCO_GL=egl python -m benchmarks.learning_curves --tasks dmc --seeds 0 1 2 3 4 --jobs 2
+    python -m benchmarks.learning_curves --report-only        # aggregate whatever runs exist
+
+Every run is one JSON under ``results/runs`` (config, seed, versions, eval curve, wall time); finished runs are
+skipped, so the panel can be completed across sessions and machines. Per task and algorithm the report gives the
+IQM and the mean of the final returns with 95% percentile-bootstrap intervals over seeds, the IQM difference to PPO
+with its interval, the steps to a return threshold and the normalized area under the curve; it writes
+``results/learning_curves/summary.json``, one PNG per task (mean with a bootstrap band) and the page
+``docs/learning_curves.md``. Runs still missing are listed, not hidden.
+"""
+
+import argparse
+import math
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import RESULTS_DIR, steps_to_threshold, write_json
+from benchmarks.zoo_runs import RUNS_DIR, cached_run, run
+
+OUT_DIR = RESULTS_DIR / "learning_curves"
+DOCS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "learning_curves.md"
+ALGOS = ["r2vpo", "r2vpo_off", "ppo"]
+
+CLASSIC_TASKS = ["CartPole-v1", "Pendulum-v1", "MountainCarContinuous-v0"]
+DMC_TASKS = [
+    "dm_control/cartpole-swingup_sparse-v0",
+    "dm_control/ball_in_cup-catch-v0",
+    "dm_control/cheetah-run-v0",
+    "dm_control/walker-walk-v0",
+]
+#: Budgets: rl_zoo3's PPO ``n_timesteps`` for classic tasks; DMC at least 500k (``--dmc-budget``).
+CLASSIC_BUDGETS = {"CartPole-v1": 100_000, "Pendulum-v1": 100_000, "MountainCarContinuous-v0": 20_000}
+DEFAULT_DMC_BUDGET = 500_000
+#: Return thresholds for steps-to-threshold: gymnasium's ``reward_threshold`` where it has one (CartPole 475,
+#: MountainCarContinuous 90), -200 for Pendulum, and half the maximum return (1000) for DMC tasks.
+THRESHOLDS = {"CartPole-v1": 475.0, "Pendulum-v1": -200.0, "MountainCarContinuous-v0": 90.0}
+DMC_THRESHOLD = 500.0
+BOOTSTRAP_RESAMPLES = 10_000
+
+
+def threshold(task: str) -> float:
+    """The steps-to-threshold return of ``task``."""
+    return THRESHOLDS.get(task, DMC_THRESHOLD)
+
+
+def budget(task: str, dmc_budget: int, override: int | None = None) -> int:
+    """The env-step budget every algorithm gets on ``task`` (``override``: one budget for all tasks)."""
+    return override if override is not None else CLASSIC_BUDGETS.get(task, dmc_budget)
+
+
+def iqm(values: np.ndarray) -> float:
+    """Interquartile mean: the mean of the middle 50% (rliable's definition, with fractional end weights)."""
+    values = np.sort(np.asarray(values, dtype=float))
+    n = len(values)
+    # Each sample covers [i/n, (i+1)/n] of the distribution; weight = its overlap with [0.25, 0.75].
+    lower, upper = np.arange(n) / n, np.arange(1, n + 1) / n
+    weights = np.clip(np.minimum(upper, 0.75) - np.maximum(lower, 0.25), 0.0, None)
+    return float(np.sum(weights * values) / np.sum(weights))
+
+
+def bootstrap_interval(values: list[float], statistic: Any, rng: np.random.Generator) -> list[float]:
+    """95% percentile-bootstrap interval of ``statistic`` over resampled seeds."""
+    data = np.asarray(values, dtype=float)
+    samples = data[rng.integers(0, len(data), size=(BOOTSTRAP_RESAMPLES, len(data)))]
+    stats = np.array([statistic(row) for row in samples])
+    return [float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))]
+
+
+def difference_interval(values: list[float], reference: list[float], rng: np.random.Generator) -> list[float]:
+    """95% bootstrap interval of ``iqm(values) - iqm(reference)``, seeds resampled independently in each group."""
+    a, b = np.asarray(values, dtype=float), np.asarray(reference, dtype=float)
+    rows_a = a[rng.integers(0, len(a), size=(BOOTSTRAP_RESAMPLES, len(a)))]
+    rows_b = b[rng.integers(0, len(b), size=(BOOTSTRAP_RESAMPLES, len(b)))]
+    diffs = np.array([iqm(x) - iqm(y) for x, y in zip(rows_a, rows_b, strict=True)])
+    return [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))]
+
+
+def normalized_auc(curve: list[dict[str, float]], total_steps: int) -> float:
+    """Area under the evaluation curve divided by the budget: the average eval return over training."""
+    steps = np.array([0.0] + [p["timesteps"] for p in curve])
+    values = np.array([curve[0]["mean_reward"]] + [p["mean_reward"] for p in curve])
+    return float(np.trapezoid(values, steps) / max(total_steps, 1))
+
+
+def _run_one(job: tuple[str, str, int, int, str]) -> str:
+    algo, task, seed, steps, runs_dir = job
+    import torch as th
+
+    th.set_num_threads(1)  # one core per process; --jobs sets the parallelism
+    run(algo, task, seed, n_timesteps=steps, runs_dir=Path(runs_dir))
+    return f"{task} {algo} {seed}"
+
+
+def run_panel(
+    tasks: list[str], algos: list[str], seeds: list[int], budgets: dict[str, int], jobs: int, runs_dir: Path
+) -> None:
+    """Train every missing (task, algorithm, seed) run, ``jobs`` processes at a time."""
+    todo = [
+        (algo, task, seed, budgets[task], str(runs_dir))
+        for task in tasks
+        for seed in seeds
+        for algo in algos
+        if cached_run(algo, task, seed, budgets[task], runs_dir) is None
+    ]
+    print(f"{len(todo)} runs to do", flush=True)
+    if jobs <= 1:
+        for job in todo:
+            print("done:", _run_one(job), flush=True)
+        return
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        for finished in pool.map(_run_one, todo):
+            print("done:", finished, flush=True)
+
+
+def load_runs(task: str, algo: str, seeds: list[int], steps: int, runs_dir: Path) -> dict[int, dict[str, Any]]:
+    """The finished runs of ``(task, algo)`` among ``seeds``."""
+    found = {}
+    for seed in seeds:
+        payload = cached_run(algo, task, seed, steps, runs_dir)
+        if payload is not None:
+            found[seed] = payload
+    return found
+
+
+def summarize_task(
+    task: str, algos: list[str], seeds: list[int], steps: int, runs_dir: Path, rng: np.random.Generator
+) -> dict[str, Any]:
+    """Per-algorithm statistics of one task, and the IQM difference to PPO."""
+    summary: dict[str, Any] = {"budget": steps, "threshold": threshold(task), "algos": {}}
+    finals_by_algo = {}
+    for algo in algos:
+        runs = load_runs(task, algo, seeds, steps, runs_dir)
+        if not runs:
+            summary["algos"][algo] = {"seeds": [], "missing_seeds": seeds}
+            continue
+        finals = [runs[s]["final_mean_reward"] for s in sorted(runs)]
+        finals_by_algo[algo] = finals
+        reached = [steps_to_threshold(runs[s]["curve"], threshold(task)) for s in sorted(runs)]
+        summary["algos"][algo] = {
+            "seeds": sorted(runs),
+            "missing_seeds": [s for s in seeds if s not in runs],
+            "final_returns": finals,
+            "iqm": iqm(np.array(finals)),
+            "iqm_ci95": bootstrap_interval(finals, iqm, rng),
+            "mean": float(np.mean(finals)),
+            "mean_ci95": bootstrap_interval(finals, np.mean, rng),
+            "steps_to_threshold": reached,
+            "median_steps_to_threshold": float(np.median(reached)),
+            "normalized_auc": float(np.mean([normalized_auc(runs[s]["curve"], steps) for s in sorted(runs)])),
+            "wall_time_s": float(np.mean([runs[s]["wall_time_s"] for s in sorted(runs)])),
+            "curves": {str(s): runs[s]["curve"] for s in sorted(runs)},
+        }
+    if "ppo" in finals_by_algo:
+        for algo, finals in finals_by_algo.items():
+            if algo == "ppo" or len(finals) < 2 or len(finals_by_algo["ppo"]) < 2:
+                continue
+            low, high = difference_interval(finals, finals_by_algo["ppo"], rng)
+            entry = summary["algos"][algo]
+            entry["iqm_minus_ppo"] = entry["iqm"] - summary["algos"]["ppo"]["iqm"]
+            entry["iqm_minus_ppo_ci95"] = [low, high]
+            entry["verdict_vs_ppo"] = "above" if low > 0 else "below" if high < 0 else "not significant"
+    return summary
+
+
+def plot_task(task: str, summary: dict[str, Any], out_dir: Path, rng: np.random.Generator) -> str | None:
+    """Mean curve with a 95% bootstrap band per algorithm; returns the file name."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    plotted = False
+    for algo, entry in summary["algos"].items():
+        curves = list(entry.get("curves", {}).values())
+        if not curves:
+            continue
+        steps = np.array([p["timesteps"] for p in curves[0]], dtype=float)
+        values = np.array([np.interp(steps, [p["timesteps"] for p in c], [p["mean_reward"] for p in c]) for c in curves])
+        rows = values[rng.integers(0, len(values), size=(2000, len(values)))].mean(axis=1)
+        ax.plot(steps, values.mean(axis=0), label=f"{algo} ({len(curves)} seeds)")
+        ax.fill_between(steps, np.percentile(rows, 2.5, axis=0), np.percentile(rows, 97.5, axis=0), alpha=0.2)
+        plotted = True
+    if not plotted:
+        plt.close(fig)
+        return None
+    ax.axhline(summary["threshold"], color="grey", linestyle="--", linewidth=1, label="threshold")
+    ax.set(title=task, xlabel="environment steps", ylabel="deterministic eval return (10 episodes)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    name = f"{task.replace('/', '_')}.png"
+    fig.tight_layout()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_dir / name, dpi=100)
+    plt.close(fig)
+    return name
+
+
+def _fmt(value: float) -> str:
+    return "never" if not math.isfinite(value) else f"{value / 1000:.0f}k" if abs(value) >= 1000 else f"{value:.0f}"
+
+
+def markdown_report(summaries: dict[str, dict[str, Any]], figures: dict[str, str], out_dir: Path, page: Path) -> str:
+    """The results page: one table row per task and algorithm, the figures, and what is missing."""
+    lines = [
+        "# Learning curves: R2VPO and R2VPO-OFF against PPO",
+        "",
+        "Generated by `python -m benchmarks.learning_curves --report-only` from the runs under",
+        "`benchmarks/results/runs`; rerun or extend a task with the commands below. Final return = the last",
+        "deterministic evaluation (10 episodes on a separate env). IQM and mean over seeds with 95% percentile-bootstrap",
+        'intervals; "IQM - PPO" is the difference of IQMs with its bootstrap interval (seeds resampled in each',
+        "group); AUC is the average evaluation return over training.",
+        "",
+        "```bash",
+        "python -m benchmarks.learning_curves --tasks classic --seeds 0 1 2 3 4 --jobs 2",
+        "MUJOCO_GL=egl python -m benchmarks.learning_curves --tasks dmc --seeds 0 1 2 3 4 --jobs 2",
+        "```",
+        "",
+        "| task (budget) | algorithm | seeds | IQM final [95% CI] | mean final [95% CI] | IQM - PPO [95% CI] | "
+        "steps to threshold (median) | AUC |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    missing = []
+    for task, summary in summaries.items():
+        for algo, entry in summary["algos"].items():
+            if entry["missing_seeds"]:
+                missing.append(f"{task} {algo}: seeds {entry['missing_seeds']}")
+            if not entry["seeds"]:
+                lines.append(f"| {task} ({_fmt(summary['budget'])}) | {algo} | 0 | not run | | | | |")
+                continue
+            diff = ""
+            if "iqm_minus_ppo" in entry:
+                low, high = entry["iqm_minus_ppo_ci95"]
+                diff = f"{entry['iqm_minus_ppo']:+.1f} [{low:+.1f}, {high:+.1f}] ({entry['verdict_vs_ppo']})"
+            iqm_low, iqm_high = entry["iqm_ci95"]
+            mean_low, mean_high = entry["mean_ci95"]
+            reached = sum(math.isfinite(s) for s in entry["steps_to_threshold"])
+            lines.append(
+                f"| {task} ({_fmt(summary['budget'])}) | {algo} | {len(entry['seeds'])} | "
+                f"{entry['iqm']:.1f} [{iqm_low:.1f}, {iqm_high:.1f}] | "
+                f"{entry['mean']:.1f} [{mean_low:.1f}, {mean_high:.1f}] | "
+                f"{diff} | {reached}/{len(entry['seeds'])} reach {summary['threshold']:g} "
+                f"({_fmt(entry['median_steps_to_threshold'])}) | {entry['normalized_auc']:.1f} |"
+            )
+    lines += ["", "## Missing runs", ""]
+    lines += [f"- {item}" for item in missing] or ["None."]
+    lines += ["", "## Curves", ""]
+    relative = os.path.relpath(out_dir, page.parent)
+    for task, name in figures.items():
+        lines += [f"![{task}]({relative}/{name})", ""]
+    return "\n".join(lines)
+
+
+def report(
+    tasks: list[str], algos: list[str], seeds: list[int], budgets: dict[str, int], runs_dir: Path, out_dir: Path, page: Path
+) -> dict[str, Any]:
+    """Aggregate the finished runs into the summary JSON, the figures and the docs page."""
+    rng = np.random.default_rng(0)
+    summaries = {task: summarize_task(task, algos, seeds, budgets[task], runs_dir, rng) for task in tasks}
+    figures = {}
+    for task, summary in summaries.items():
+        name = plot_task(task, summary, out_dir, rng)
+        if name is not None:
+            figures[task] = name
+    write_json(out_dir / "summary.json", {"seeds": seeds, "algos": algos, "tasks": summaries})
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(markdown_report(summaries, figures, out_dir, page) + "\n")
+    print(page.read_text())
+    return summaries
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=["all"], help="task ids, or 'classic', 'dmc', 'all'")
+    parser.add_argument("--algos", nargs="+", default=ALGOS, choices=ALGOS)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--dmc-budget", type=int, default=DEFAULT_DMC_BUDGET, help="env steps on DMC tasks (>= 500k)")
+    parser.add_argument("--budget", type=int, default=None, help="one budget for every task (quick looks, tests)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (one core each)")
+    parser.add_argument("--report-only", action="store_true", help="aggregate existing runs, train nothing")
+    parser.add_argument("--runs-dir", type=Path, default=RUNS_DIR)
+    parser.add_argument("--out-dir", type=Path, default=OUT_DIR)
+    parser.add_argument("--docs-page", type=Path, default=DOCS_PAGE)
+    args = parser.parse_args(argv)
+    groups = {"classic": CLASSIC_TASKS, "dmc": DMC_TASKS, "all": CLASSIC_TASKS + DMC_TASKS}
+    tasks = [t for name in args.tasks for t in groups.get(name, [name])]
+    if args.jobs < 1:
+        parser.error(f"--jobs={args.jobs}: must be >= 1")
+    if args.dmc_budget < DEFAULT_DMC_BUDGET and args.budget is None:
+        parser.error(
+            f"--dmc-budget={args.dmc_budget}: the panel needs >= {DEFAULT_DMC_BUDGET} (use --budget for a quick look)"
+        )
+    if args.budget is not None and args.budget < 1:
+        parser.error(f"--budget={args.budget}: must be >= 1")
+    budgets = {task: budget(task, args.dmc_budget, args.budget) for task in tasks}
+    if not args.report_only:
+        run_panel(tasks, args.algos, args.seeds, budgets, args.jobs, args.runs_dir)
+    return report(tasks, args.algos, args.seeds, budgets, args.runs_dir, args.out_dir, args.docs_page)
+
+
+if __name__ == "__main__":
+    main()
