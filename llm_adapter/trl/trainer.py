@@ -70,7 +70,9 @@ class R2VPOTrainer(GRPOTrainer):
     _tag_names = ["trl", "r2vpo"]  # noqa: RUF012 (TRL's own convention, an instance variable of GRPOTrainer)
     _name = "R2VPO"
 
-    def __init__(self, model: Any, reward_funcs: Any = None, args: R2VPOConfig | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, model: Any, reward_funcs: Any = None, args: R2VPOConfig | None = None, *positional: Any, **kwargs: Any
+    ) -> None:
         if args is None:
             name = model if isinstance(model, str) else model.config._name_or_path
             args = R2VPOConfig(f"{str(name).split('/')[-1]}-R2VPO")
@@ -89,7 +91,7 @@ class R2VPOTrainer(GRPOTrainer):
                 UserWarning,
                 stacklevel=2,
             )
-        super().__init__(model, reward_funcs, args=args, **kwargs)
+        super().__init__(model, reward_funcs, args, *positional, **kwargs)
 
     @property
     def r2vpo_args(self) -> R2VPOConfig:

@@ -107,6 +107,14 @@ def test_default_schedule_warns_that_the_ratio_is_one(tiny_model_dir: Path, toy_
             make_trainer(tiny_model_dir, toy_dataset, make_config(tmp_path, **overrides))
 
 
+def test_positional_arguments_as_grpo_trainer(tiny_model_dir: Path, toy_dataset: Dataset, tmp_path: Path) -> None:
+    args = make_config(tmp_path, max_steps=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        trainer = R2VPOTrainer(str(tiny_model_dir), toy_repeat_digit_reward, args, toy_dataset)
+    assert trainer.train_dataset is toy_dataset
+
+
 def test_args_must_be_an_r2vpo_config(tiny_model_dir: Path, toy_dataset: Dataset, tmp_path: Path) -> None:
     from trl import GRPOConfig
 
