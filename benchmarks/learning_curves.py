@@ -31,6 +31,8 @@ from benchmarks.zoo_runs import RUNS_DIR, cached_run, run
 OUT_DIR = RESULTS_DIR / "learning_curves"
 DOCS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "learning_curves.md"
 ALGOS = ["r2vpo", "r2vpo_off", "ppo"]
+#: Extra runs the panel can add (not in the default panel): see :func:`benchmarks.zoo_runs.algorithm`.
+EXTRA_ALGOS = ["r2vpo_ppo_settings"]
 
 CLASSIC_TASKS = ["CartPole-v1", "Pendulum-v1", "MountainCarContinuous-v0"]
 DMC_TASKS = [
@@ -283,7 +285,7 @@ def report(
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=["all"], help="task ids, or 'classic', 'dmc', 'all'")
-    parser.add_argument("--algos", nargs="+", default=ALGOS, choices=ALGOS)
+    parser.add_argument("--algos", nargs="+", default=ALGOS, choices=ALGOS + EXTRA_ALGOS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--dmc-budget", type=int, default=DEFAULT_DMC_BUDGET, help="env steps on DMC tasks (>= 500k)")
     parser.add_argument("--budget", type=int, default=None, help="one budget for every task (quick looks, tests)")

@@ -43,6 +43,8 @@ def algorithm(name: str) -> tuple[type[BaseAlgorithm], Path | None, dict[str, An
 
     ``r2vpo_off_stored`` is R2VPO-OFF keeping the advantages computed at collection time, to measure the
     ``recompute_advantages`` default; ``r2vpo_off_capacity1`` is its configuration without replay.
+    ``r2vpo_ppo_settings`` is R2VPO with PPO's entry (its clip range dropped): the algorithm difference alone,
+    without the difference between the two hyperparameter files.
     """
     table: dict[str, tuple[type[BaseAlgorithm], Path | None, dict[str, Any]]] = {
         "ppo": (PPO, ppo_hyperparams_file(), {}),
@@ -51,6 +53,7 @@ def algorithm(name: str) -> tuple[type[BaseAlgorithm], Path | None, dict[str, An
         "r2vpo_off_stored": (R2VPOOff, HYPERPARAMS_DIR / "r2vpo_off.yml", {"recompute_advantages": False}),
         # The same short rollouts without replay (replay_capacity=1 is R2VPO-ON): isolates what the replay adds.
         "r2vpo_off_capacity1": (R2VPOOff, HYPERPARAMS_DIR / "r2vpo_off.yml", {"replay_capacity": 1}),
+        "r2vpo_ppo_settings": (R2VPO, ppo_hyperparams_file(), {}),
     }
     if name not in table:
         raise ValueError(f"Unknown algorithm {name!r}; choose one of {sorted(table)}")
@@ -76,7 +79,9 @@ def cached_run(
     for path in candidates:
         if path.exists():
             payload = json.loads(path.read_text())
-            budget = int(float(payload.get("n_timesteps", payload["hyperparams"]["n_timesteps"])))
+            # Runs cached before "n_timesteps" was stored carry only their entry's budget.
+            stored = payload["n_timesteps"] if "n_timesteps" in payload else payload["hyperparams"]["n_timesteps"]
+            budget = int(float(stored))
             if n_timesteps is None or budget == n_timesteps:
                 return payload
     return None
@@ -90,15 +95,19 @@ def run(name: str, env_id: str, seed: int, n_timesteps: int | None = None, runs_
     :param runs_dir: the cache folder
     :return: the run's JSON payload
     """
-    cached = cached_run(name, env_id, seed, n_timesteps, runs_dir)
-    if cached is not None:
-        return cached
-    path = run_path(name, env_id, seed, n_timesteps, runs_dir)
     algo_class, hyperparams_file, overrides = algorithm(name)
     if hyperparams_file is None:
         raise RuntimeError(f"{name} needs rl_zoo3 for its hyperparameters: pip install .[zoo]")
-    entry = load_zoo_entry(hyperparams_file, env_id, fallback=LOCAL_PPO_HYPERPARAMS if name == "ppo" else None)
+    uses_ppo_file = hyperparams_file == ppo_hyperparams_file()
+    entry = load_zoo_entry(hyperparams_file, env_id, fallback=LOCAL_PPO_HYPERPARAMS if uses_ppo_file else None)
+    if uses_ppo_file and algo_class is not PPO:
+        entry.pop("clip_range", None)  # the penalty replaces the clip
     kwargs, env_settings = zoo_entry_to_kwargs(entry)
+    # The entry's own budget named explicitly also finds the runs the learning-curve panel cached under its name.
+    cached = cached_run(name, env_id, seed, n_timesteps or int(env_settings["n_timesteps"]), runs_dir)
+    if cached is not None:
+        return cached
+    path = run_path(name, env_id, seed, n_timesteps, runs_dir)
     if n_timesteps is not None:
         env_settings["n_timesteps"] = n_timesteps
     policy = kwargs.pop("policy")

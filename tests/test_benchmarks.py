@@ -59,6 +59,26 @@ def test_zoo_entries_build_the_shipped_algorithms() -> None:
             algo_class("MlpPolicy", env_id, **kwargs)
 
 
+def test_r2vpo_with_ppo_settings_runs_ppo_entry_without_clip(tmp_path: Path) -> None:
+    pytest.importorskip("rl_zoo3")
+    from benchmarks.zoo_runs import run, run_path
+
+    payload = run("r2vpo_ppo_settings", "CartPole-v1", seed=0, n_timesteps=1024, runs_dir=tmp_path)
+    ppo_entry = load_zoo_entry(algorithm("ppo")[1], "CartPole-v1")
+    assert "clip_range" in ppo_entry and "clip_range" not in payload["hyperparams"]
+    assert payload["hyperparams"] == {k: v for k, v in ppo_entry.items() if k != "clip_range"}
+    assert run_path("r2vpo_ppo_settings", "CartPole-v1", 0, 1024, tmp_path).exists()
+
+
+def test_run_without_budget_reuses_the_panel_run_of_the_entry_budget(tmp_path: Path) -> None:
+    from benchmarks.zoo_runs import run, run_path
+
+    # A run the learning-curve panel cached under the entry's own budget (100k for CartPole) named explicitly.
+    cached = {"algo": "r2vpo", "seed": 3, "n_timesteps": 100_000, "curve": [], "marker": "panel run"}
+    run_path("r2vpo", "CartPole-v1", 3, 100_000, tmp_path).write_text(json.dumps(cached))
+    assert run("r2vpo", "CartPole-v1", 3, runs_dir=tmp_path)["marker"] == "panel run"
+
+
 def _run_benchmark(script: str, *args: str) -> str:
     result = subprocess.run(
         [sys.executable, "-m", f"benchmarks.{script}", *args], cwd=REPO, capture_output=True, text=True, timeout=300
