@@ -226,12 +226,18 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     path.write_text(json.dumps(_clean(payload), indent=2) + "\n")
 
 
-def mean_curve(curves: list[list[dict[str, float]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and standard deviation of several evaluation curves on the first curve's steps (linear interpolation)."""
+def curves_on_first_steps(curves: list[list[dict[str, float]]]) -> tuple[np.ndarray, np.ndarray]:
+    """Several evaluation curves on the first curve's steps (linear interpolation): ``(steps, values[curve, step])``."""
     steps = np.array([p["timesteps"] for p in curves[0]], dtype=float)
     values = np.array(
         [np.interp(steps, [p["timesteps"] for p in c], [p["mean_reward"] for p in c]) for c in curves], dtype=float
     )
+    return steps, values
+
+
+def mean_curve(curves: list[list[dict[str, float]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and standard deviation of several evaluation curves on the first curve's steps (linear interpolation)."""
+    steps, values = curves_on_first_steps(curves)
     return steps, values.mean(axis=0), values.std(axis=0)
 
 

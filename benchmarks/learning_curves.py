@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import RESULTS_DIR, steps_to_threshold, write_json
+from benchmarks.common import RESULTS_DIR, curves_on_first_steps, steps_to_threshold, write_json
 from benchmarks.zoo_runs import RUNS_DIR, cached_run, run
 
 OUT_DIR = RESULTS_DIR / "learning_curves"
@@ -71,19 +71,21 @@ def iqm(values: np.ndarray) -> float:
     return float(np.sum(weights * values) / np.sum(weights))
 
 
+def resample_seeds(values: Any, rng: np.random.Generator, n_resamples: int = BOOTSTRAP_RESAMPLES) -> np.ndarray:
+    """``n_resamples`` bootstrap resamples of the per-seed ``values`` (seeds along the first axis)."""
+    data = np.asarray(values, dtype=float)
+    return data[rng.integers(0, len(data), size=(n_resamples, len(data)))]
+
+
 def bootstrap_interval(values: list[float], statistic: Any, rng: np.random.Generator) -> list[float]:
     """95% percentile-bootstrap interval of ``statistic`` over resampled seeds."""
-    data = np.asarray(values, dtype=float)
-    samples = data[rng.integers(0, len(data), size=(BOOTSTRAP_RESAMPLES, len(data)))]
-    stats = np.array([statistic(row) for row in samples])
+    stats = np.array([statistic(row) for row in resample_seeds(values, rng)])
     return [float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))]
 
 
 def difference_interval(values: list[float], reference: list[float], rng: np.random.Generator) -> list[float]:
     """95% bootstrap interval of ``iqm(values) - iqm(reference)``, seeds resampled independently in each group."""
-    a, b = np.asarray(values, dtype=float), np.asarray(reference, dtype=float)
-    rows_a = a[rng.integers(0, len(a), size=(BOOTSTRAP_RESAMPLES, len(a)))]
-    rows_b = b[rng.integers(0, len(b), size=(BOOTSTRAP_RESAMPLES, len(b)))]
+    rows_a, rows_b = resample_seeds(values, rng), resample_seeds(reference, rng)
     diffs = np.array([iqm(x) - iqm(y) for x, y in zip(rows_a, rows_b, strict=True)])
     return [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))]
 
@@ -188,9 +190,8 @@ def plot_task(task: str, summary: dict[str, Any], out_dir: Path, rng: np.random.
         curves = list(entry.get("curves", {}).values())
         if not curves:
             continue
-        steps = np.array([p["timesteps"] for p in curves[0]], dtype=float)
-        values = np.array([np.interp(steps, [p["timesteps"] for p in c], [p["mean_reward"] for p in c]) for c in curves])
-        rows = values[rng.integers(0, len(values), size=(2000, len(values)))].mean(axis=1)
+        steps, values = curves_on_first_steps(curves)
+        rows = resample_seeds(values, rng, n_resamples=2000).mean(axis=1)
         ax.plot(steps, values.mean(axis=0), label=f"{algo} ({len(curves)} seeds)")
         ax.fill_between(steps, np.percentile(rows, 2.5, axis=0), np.percentile(rows, 97.5, axis=0), alpha=0.2)
         plotted = True
