@@ -7,7 +7,7 @@ import math
 import platform
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -161,7 +161,10 @@ class EvalCurveCallback(BaseCallback):
         if isinstance(train_env, VecNormalize):
             eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
             eval_env.obs_rms = train_env.obs_rms
-        mean_reward, std_reward = evaluate_policy(self.model, eval_env, n_eval_episodes=self.n_eval_episodes)
+        # Without return_episode_rewards, evaluate_policy returns two floats.
+        mean_reward, std_reward = cast(
+            tuple[float, float], evaluate_policy(self.model, eval_env, n_eval_episodes=self.n_eval_episodes)
+        )
         eval_env.close()
         return float(mean_reward), float(std_reward)
 

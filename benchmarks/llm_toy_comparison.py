@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 last = curves[variant][-1]
                 print(f"{variant} seed {seed}: final reward {np.mean(last[-20:]):.3f}", flush=True)
 
-    summary = {}
+    summary: dict[str, dict[str, Any]] = {}
     for variant, runs in curves.items():
         reached = [generations_to_level(r, args.level) for r in runs]
         summary[variant] = {

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch as th
 from stable_baselines3 import PPO
-from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.logger import configure
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 
 from benchmarks.common import RESULTS_DIR, make_env, save_figure_and_json, versions
 from sb3_r2vpo import R2VPO
@@ -38,7 +38,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
-def _build(algo_class: type[BaseAlgorithm], setting: dict[str, Any], seed: int) -> BaseAlgorithm:
+def _build(algo_class: type[OnPolicyAlgorithm], setting: dict[str, Any], seed: int) -> OnPolicyAlgorithm:
     setting = dict(setting)
     env = make_env(setting.pop("env_id"), 1, seed, False)
     model = algo_class("MlpPolicy", env, seed=seed, device="cpu", **setting)
@@ -46,7 +46,7 @@ def _build(algo_class: type[BaseAlgorithm], setting: dict[str, Any], seed: int) 
     return model
 
 
-def time_train(model: BaseAlgorithm, initial_state: dict[str, Any], seed: int) -> float:
+def time_train(model: OnPolicyAlgorithm, initial_state: dict[str, Any], seed: int) -> float:
     """Restore the common starting point, then time one ``train()`` call."""
     model.policy.load_state_dict(copy.deepcopy(initial_state["policy"]))
     model.policy.optimizer.load_state_dict(copy.deepcopy(initial_state["optimizer"]))
@@ -72,7 +72,8 @@ def measure(setting: dict[str, Any], repeats: int, seed: int = 0) -> dict[str, A
     time_train(ppo, initial_state, seed)
     time_train(r2vpo, initial_state, seed)
 
-    ppo_times, r2vpo_times = [], []
+    ppo_times: list[float] = []
+    r2vpo_times: list[float] = []
     for repeat in range(repeats):
         order = [(ppo, ppo_times), (r2vpo, r2vpo_times)]
         if repeat % 2:

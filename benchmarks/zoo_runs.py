@@ -44,7 +44,8 @@ def algorithm(name: str) -> tuple[type[BaseAlgorithm], Path | None, dict[str, An
     ``r2vpo_off_stored`` is R2VPO-OFF keeping the advantages computed at collection time, to measure the
     ``recompute_advantages`` default; ``r2vpo_off_capacity1`` is its configuration without replay.
     ``r2vpo_ppo_settings`` is R2VPO with PPO's entry (its clip range dropped): the algorithm difference alone,
-    without the difference between the two hyperparameter files.
+    without the difference between the two hyperparameter files (on the panel's DeepMind Control tasks, whose R2VPO
+    entries are PPO's settings with ``target_var`` 0.005, it is the ``target_var`` 0.02 ablation).
     """
     table: dict[str, tuple[type[BaseAlgorithm], Path | None, dict[str, Any]]] = {
         "ppo": (PPO, ppo_hyperparams_file(), {}),
