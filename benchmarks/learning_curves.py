@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import RESULTS_DIR, curves_on_first_steps, steps_to_threshold, write_json
-from benchmarks.zoo_runs import RUNS_DIR, cached_run, run
+from benchmarks.zoo_runs import RUNS_DIR, StaleRunError, cached_run, run
 
 OUT_DIR = RESULTS_DIR / "learning_curves"
 DOCS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "learning_curves.md"
@@ -115,7 +115,7 @@ def run_panel(
         for task in tasks
         for seed in seeds
         for algo in algos
-        if cached_run(algo, task, seed, budgets[task], runs_dir) is None
+        if not _is_current(algo, task, seed, budgets[task], runs_dir)
     ]
     print(f"{len(todo)} runs to do", flush=True)
     if jobs <= 1:
@@ -127,11 +127,26 @@ def run_panel(
             print("done:", finished, flush=True)
 
 
+def _is_current(algo: str, task: str, seed: int, steps: int, runs_dir: Path) -> bool:
+    """Whether a run is cached with its entry's current hyperparameters (a stale run is trained again)."""
+    try:
+        return cached_run(algo, task, seed, steps, runs_dir) is not None
+    except StaleRunError:
+        return False
+
+
 def load_runs(task: str, algo: str, seeds: list[int], steps: int, runs_dir: Path) -> dict[int, dict[str, Any]]:
-    """The finished runs of ``(task, algo)`` among ``seeds``."""
+    """
+    The finished runs of ``(task, algo)`` among ``seeds``.
+
+    :raises StaleRunError: when a run was trained with hyperparameters its entry no longer has
+    """
     found = {}
     for seed in seeds:
-        payload = cached_run(algo, task, seed, steps, runs_dir)
+        try:
+            payload = cached_run(algo, task, seed, steps, runs_dir)
+        except StaleRunError as stale:
+            raise StaleRunError(f"{stale}; run the panel without --report-only to train it again") from stale
         if payload is not None:
             found[seed] = payload
     return found

@@ -1,11 +1,12 @@
 """
 Training runs configured by RL Zoo hyperparameter files, cached as one JSON per (algorithm, env, seed) under
-``results/runs`` so that every benchmark script reuses them and reruns skip finished runs.
+``results/runs`` so that every benchmark script reuses them and reruns skip finished runs. Each JSON stores the entry
+it was trained with; a run whose entry has changed since is stale: it is trained again, never reported.
 """
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from stable_baselines3 import PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -67,12 +68,39 @@ def run_path(name: str, env_id: str, seed: int, n_timesteps: int | None = None, 
     return runs_dir / f"{env_id.replace('/', '_')}__{name}__{seed}{budget}.json"
 
 
+class StaleRunError(RuntimeError):
+    """A cached run was trained with other hyperparameters than its zoo entry now has."""
+
+
+class RunConfig(NamedTuple):
+    """What a run of an algorithm on an env is trained with."""
+
+    entry: dict[str, Any]
+    overrides: dict[str, Any]
+    hyperparams_file: Path
+
+
+def run_config(name: str, env_id: str) -> RunConfig:
+    """The zoo entry (from which file) and the overrides a run of ``name`` on ``env_id`` is trained with."""
+    algo_class, hyperparams_file, overrides = algorithm(name)
+    if hyperparams_file is None:
+        raise RuntimeError(f"{name} needs rl_zoo3 for its hyperparameters: pip install .[zoo]")
+    uses_ppo_file = hyperparams_file == ppo_hyperparams_file()
+    entry = load_zoo_entry(hyperparams_file, env_id, fallback=LOCAL_PPO_HYPERPARAMS if uses_ppo_file else None)
+    if uses_ppo_file and algo_class is not PPO:
+        entry.pop("clip_range", None)  # the penalty replaces the clip
+    return RunConfig(entry, overrides, hyperparams_file)
+
+
 def cached_run(
     name: str, env_id: str, seed: int, n_timesteps: int | None = None, runs_dir: Path = RUNS_DIR
 ) -> dict[str, Any] | None:
     """
     The cached run, if any: an explicit budget also accepts the run made with the zoo entry's own budget when the
     two are equal (so the learning-curve panel reuses the other benchmarks' runs).
+
+    :raises StaleRunError: when the cached run's hyperparameters are not its entry's current ones (the entry was
+        changed after the run), so that a changed entry is never reported with the old entry's results
     """
     candidates = [run_path(name, env_id, seed, n_timesteps, runs_dir)]
     if n_timesteps is not None:
@@ -84,28 +112,41 @@ def cached_run(
             stored = payload["n_timesteps"] if "n_timesteps" in payload else payload["hyperparams"]["n_timesteps"]
             budget = int(float(stored))
             if n_timesteps is None or budget == n_timesteps:
+                _check_config(payload, name, env_id, path)
                 return payload
     return None
 
 
+def _check_config(payload: dict[str, Any], name: str, env_id: str, path: Path) -> None:
+    entry, overrides, _ = run_config(name, env_id)
+    # Runs cached before "overrides" was stored had none.
+    stored = (payload.get("hyperparams"), payload.get("overrides", {}))
+    if stored != (entry, overrides):
+        changed = sorted(key for key in set(entry) | set(stored[0] or {}) if (stored[0] or {}).get(key) != entry.get(key))
+        raise StaleRunError(
+            f"{path} was trained with other hyperparameters than {name}'s entry for {env_id} now has "
+            f"(changed: {changed or 'overrides'})"
+        )
+
+
 def run(name: str, env_id: str, seed: int, n_timesteps: int | None = None, runs_dir: Path = RUNS_DIR) -> dict[str, Any]:
     """
-    Train ``name`` on ``env_id`` with its zoo entry and evaluate it every :data:`EVAL_FREQ` steps (cached).
+    Train ``name`` on ``env_id`` with its zoo entry and evaluate it every :data:`EVAL_FREQ` steps (cached; a cached
+    run whose entry has changed since is trained again and replaced).
 
     :param n_timesteps: training budget (default: the zoo entry's ``n_timesteps``)
     :param runs_dir: the cache folder
     :return: the run's JSON payload
     """
-    algo_class, hyperparams_file, overrides = algorithm(name)
-    if hyperparams_file is None:
-        raise RuntimeError(f"{name} needs rl_zoo3 for its hyperparameters: pip install .[zoo]")
-    uses_ppo_file = hyperparams_file == ppo_hyperparams_file()
-    entry = load_zoo_entry(hyperparams_file, env_id, fallback=LOCAL_PPO_HYPERPARAMS if uses_ppo_file else None)
-    if uses_ppo_file and algo_class is not PPO:
-        entry.pop("clip_range", None)  # the penalty replaces the clip
+    algo_class = algorithm(name)[0]
+    entry, overrides, hyperparams_file = run_config(name, env_id)
     kwargs, env_settings = zoo_entry_to_kwargs(entry)
     # The entry's own budget named explicitly also finds the runs the learning-curve panel cached under its name.
-    cached = cached_run(name, env_id, seed, n_timesteps or int(env_settings["n_timesteps"]), runs_dir)
+    try:
+        cached = cached_run(name, env_id, seed, n_timesteps or int(env_settings["n_timesteps"]), runs_dir)
+    except StaleRunError as stale:
+        print(f"{stale}; training it again", flush=True)
+        cached = None
     if cached is not None:
         return cached
     path = run_path(name, env_id, seed, n_timesteps, runs_dir)
