@@ -75,6 +75,7 @@ class StaleRunError(RuntimeError):
 class RunConfig(NamedTuple):
     """What a run of an algorithm on an env is trained with."""
 
+    algo_class: type[BaseAlgorithm]
     entry: dict[str, Any]
     overrides: dict[str, Any]
     hyperparams_file: Path
@@ -89,15 +90,22 @@ def run_config(name: str, env_id: str) -> RunConfig:
     entry = load_zoo_entry(hyperparams_file, env_id, fallback=LOCAL_PPO_HYPERPARAMS if uses_ppo_file else None)
     if uses_ppo_file and algo_class is not PPO:
         entry.pop("clip_range", None)  # the penalty replaces the clip
-    return RunConfig(entry, overrides, hyperparams_file)
+    return RunConfig(algo_class, entry, overrides, hyperparams_file)
 
 
 def cached_run(
-    name: str, env_id: str, seed: int, n_timesteps: int | None = None, runs_dir: Path = RUNS_DIR
+    name: str,
+    env_id: str,
+    seed: int,
+    n_timesteps: int | None = None,
+    runs_dir: Path = RUNS_DIR,
+    config: RunConfig | None = None,
 ) -> dict[str, Any] | None:
     """
     The cached run, if any: an explicit budget also accepts the run made with the zoo entry's own budget when the
     two are equal (so the learning-curve panel reuses the other benchmarks' runs).
+
+    :param config: the run's current configuration, when the caller has it already (default: read it)
 
     :raises StaleRunError: when the cached run's hyperparameters are not its entry's current ones (the entry was
         changed after the run), so that a changed entry is never reported with the old entry's results
@@ -112,17 +120,19 @@ def cached_run(
             stored = payload["n_timesteps"] if "n_timesteps" in payload else payload["hyperparams"]["n_timesteps"]
             budget = int(float(stored))
             if n_timesteps is None or budget == n_timesteps:
-                _check_config(payload, name, env_id, path)
+                _check_config(payload, config or run_config(name, env_id), name, env_id, path)
                 return payload
     return None
 
 
-def _check_config(payload: dict[str, Any], name: str, env_id: str, path: Path) -> None:
-    entry, overrides, _ = run_config(name, env_id)
+def _check_config(payload: dict[str, Any], config: RunConfig, name: str, env_id: str, path: Path) -> None:
+    stored_entry = payload.get("hyperparams") or {}
     # Runs cached before "overrides" was stored had none.
-    stored = (payload.get("hyperparams"), payload.get("overrides", {}))
-    if stored != (entry, overrides):
-        changed = sorted(key for key in set(entry) | set(stored[0] or {}) if (stored[0] or {}).get(key) != entry.get(key))
+    stored_overrides = payload.get("overrides", {})
+    if (stored_entry, stored_overrides) != (config.entry, config.overrides):
+        changed = sorted(
+            key for key in set(config.entry) | set(stored_entry) if stored_entry.get(key) != config.entry.get(key)
+        )
         raise StaleRunError(
             f"{path} was trained with other hyperparameters than {name}'s entry for {env_id} now has "
             f"(changed: {changed or 'overrides'})"
@@ -138,12 +148,11 @@ def run(name: str, env_id: str, seed: int, n_timesteps: int | None = None, runs_
     :param runs_dir: the cache folder
     :return: the run's JSON payload
     """
-    algo_class = algorithm(name)[0]
-    entry, overrides, hyperparams_file = run_config(name, env_id)
-    kwargs, env_settings = zoo_entry_to_kwargs(entry)
+    config = run_config(name, env_id)
+    kwargs, env_settings = zoo_entry_to_kwargs(config.entry)
     # The entry's own budget named explicitly also finds the runs the learning-curve panel cached under its name.
     try:
-        cached = cached_run(name, env_id, seed, n_timesteps or int(env_settings["n_timesteps"]), runs_dir)
+        cached = cached_run(name, env_id, seed, n_timesteps or int(env_settings["n_timesteps"]), runs_dir, config)
     except StaleRunError as stale:
         print(f"{stale}; training it again", flush=True)
         cached = None
@@ -154,7 +163,7 @@ def run(name: str, env_id: str, seed: int, n_timesteps: int | None = None, runs_
         env_settings["n_timesteps"] = n_timesteps
     policy = kwargs.pop("policy")
     env = make_env(env_id, env_settings["n_envs"], seed, env_settings["normalize"], env_settings["env_wrapper"])
-    model = algo_class(policy, env, seed=seed, **{**kwargs, **overrides})
+    model = config.algo_class(policy, env, seed=seed, **{**kwargs, **config.overrides})
     eval_freq = max(EVAL_FREQ, env_settings["n_timesteps"] // 20)
     result = train_and_evaluate(
         model, env_id, env_settings["n_timesteps"], seed, eval_freq, env_wrapper=env_settings["env_wrapper"]
@@ -163,10 +172,10 @@ def run(name: str, env_id: str, seed: int, n_timesteps: int | None = None, runs_
         "algo": name,
         "env_id": env_id,
         "seed": seed,
-        "hyperparams": entry,
-        "overrides": overrides,
+        "hyperparams": config.entry,
+        "overrides": config.overrides,
         "n_timesteps": env_settings["n_timesteps"],
-        "hyperparams_file": hyperparams_file.name,
+        "hyperparams_file": config.hyperparams_file.name,
         "versions": versions(),
         **result,
     }

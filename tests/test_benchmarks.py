@@ -74,7 +74,7 @@ def test_run_without_budget_reuses_the_panel_run_of_the_entry_budget(tmp_path: P
     from benchmarks.zoo_runs import run, run_config, run_path
 
     # A run the learning-curve panel cached under the entry's own budget (100k for CartPole) named explicitly.
-    entry, overrides, _ = run_config("r2vpo", "CartPole-v1")
+    _, entry, overrides, _ = run_config("r2vpo", "CartPole-v1")
     cached = {"algo": "r2vpo", "seed": 3, "n_timesteps": 100_000, "hyperparams": entry, "overrides": overrides}
     run_path("r2vpo", "CartPole-v1", 3, 100_000, tmp_path).write_text(json.dumps({**cached, "marker": "panel run"}))
     assert run("r2vpo", "CartPole-v1", 3, runs_dir=tmp_path)["marker"] == "panel run"
@@ -84,7 +84,7 @@ def test_run_cached_with_another_entry_is_stale_and_trained_again(tmp_path: Path
     from benchmarks.learning_curves import load_runs
     from benchmarks.zoo_runs import StaleRunError, cached_run, run, run_config, run_path
 
-    entry, overrides, _ = run_config("r2vpo", "CartPole-v1")
+    _, entry, overrides, _ = run_config("r2vpo", "CartPole-v1")
     old_entry = {**entry, "target_var": 0.5}
     path = run_path("r2vpo", "CartPole-v1", 0, 1024, tmp_path)
     path.write_text(json.dumps({"n_timesteps": 1024, "hyperparams": old_entry, "overrides": overrides}))
