@@ -1,7 +1,8 @@
 """
 Sample efficiency of R2VPO-OFF: environment steps to reach PPO's final return, R2VPO-OFF vs R2VPO vs SB3 PPO,
 each with its tuned hyperparameters (``hyperparams/r2vpo_off.yml``, ``hyperparams/r2vpo.yml``, rl_zoo3's
-``ppo.yml``), same seeds, same budget, deterministic evaluation on a separate env every 5k steps.
+``ppo.yml`` or ``benchmarks/hyperparams/ppo.yml``), same seeds, same budget, deterministic evaluation on a separate
+env every 5k steps (every budget / 20 steps when that is longer: 10k at 200k).
 ``r2vpo_off_stored`` is R2VPO-OFF with ``recompute_advantages=False``: the comparison behind that default.
 ``r2vpo_off_capacity1`` is R2VPO-OFF's configuration with ``replay_capacity=1`` (R2VPO-ON on the same short
 rollouts): what the replay itself adds.
