@@ -146,7 +146,7 @@ def load_runs(task: str, algo: str, seeds: list[int], steps: int, runs_dir: Path
         try:
             payload = cached_run(algo, task, seed, steps, runs_dir)
         except StaleRunError as stale:
-            raise StaleRunError(f"{stale}; run the panel without --report-only to train it again") from stale
+            raise StaleRunError(f"{stale}; run the panel without --report-only to train it again", stale.path) from stale
         if payload is not None:
             found[seed] = payload
     return found

@@ -69,7 +69,11 @@ def run_path(name: str, env_id: str, seed: int, n_timesteps: int | None = None, 
 
 
 class StaleRunError(RuntimeError):
-    """A cached run was trained with other hyperparameters than its zoo entry now has."""
+    """A cached run (in ``path``) was trained with other hyperparameters than its zoo entry now has."""
+
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class RunConfig(NamedTuple):
@@ -107,12 +111,13 @@ def cached_run(
 
     :param config: the run's current configuration, when the caller has it already (default: read it)
 
-    :raises StaleRunError: when the cached run's hyperparameters are not its entry's current ones (the entry was
-        changed after the run), so that a changed entry is never reported with the old entry's results
+    :raises StaleRunError: when the only cached runs have hyperparameters that are not their entry's current ones
+        (the entry was changed after the run), so that a changed entry is never reported with the old entry's results
     """
     candidates = [run_path(name, env_id, seed, n_timesteps, runs_dir)]
     if n_timesteps is not None:
         candidates.append(run_path(name, env_id, seed, None, runs_dir))
+    stale: StaleRunError | None = None
     for path in candidates:
         if path.exists():
             payload = json.loads(path.read_text())
@@ -120,8 +125,15 @@ def cached_run(
             stored = payload["n_timesteps"] if "n_timesteps" in payload else payload["hyperparams"]["n_timesteps"]
             budget = int(float(stored))
             if n_timesteps is None or budget == n_timesteps:
-                _check_config(payload, config or run_config(name, env_id), name, env_id, path)
+                config = config or run_config(name, env_id)
+                try:
+                    _check_config(payload, config, name, env_id, path)
+                except StaleRunError as error:
+                    stale = stale or error
+                    continue
                 return payload
+    if stale is not None:
+        raise stale
     return None
 
 
@@ -135,7 +147,8 @@ def _check_config(payload: dict[str, Any], config: RunConfig, name: str, env_id:
         )
         raise StaleRunError(
             f"{path} was trained with other hyperparameters than {name}'s entry for {env_id} now has "
-            f"(changed: {changed or 'overrides'})"
+            f"(changed: {changed or 'overrides'})",
+            path,
         )
 
 
@@ -150,15 +163,15 @@ def run(name: str, env_id: str, seed: int, n_timesteps: int | None = None, runs_
     """
     config = run_config(name, env_id)
     kwargs, env_settings = zoo_entry_to_kwargs(config.entry)
+    path = run_path(name, env_id, seed, n_timesteps, runs_dir)
     # The entry's own budget named explicitly also finds the runs the learning-curve panel cached under its name.
     try:
         cached = cached_run(name, env_id, seed, n_timesteps or int(env_settings["n_timesteps"]), runs_dir, config)
     except StaleRunError as stale:
         print(f"{stale}; training it again", flush=True)
-        cached = None
+        cached, path = None, stale.path  # the new run replaces the stale one, whichever name it was cached under
     if cached is not None:
         return cached
-    path = run_path(name, env_id, seed, n_timesteps, runs_dir)
     if n_timesteps is not None:
         env_settings["n_timesteps"] = n_timesteps
     policy = kwargs.pop("policy")

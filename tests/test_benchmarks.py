@@ -96,6 +96,21 @@ def test_run_cached_with_another_entry_is_stale_and_trained_again(tmp_path: Path
     assert payload["hyperparams"] == entry and json.loads(path.read_text())["hyperparams"] == entry
 
 
+def test_stale_run_under_the_other_name_gives_way_to_a_current_one_and_is_replaced(tmp_path: Path) -> None:
+    from benchmarks.zoo_runs import cached_run, run, run_config, run_path
+
+    _, entry, overrides, _ = run_config("r2vpo", "CartPole-v1")
+    stale_path = run_path("r2vpo", "CartPole-v1", 0, None, tmp_path)
+    stale_path.write_text(json.dumps({"n_timesteps": 1024, "hyperparams": {**entry, "target_var": 0.5}}))
+    budget_path = run_path("r2vpo", "CartPole-v1", 0, 1024, tmp_path)
+    budget_path.write_text(json.dumps({"n_timesteps": 1024, "hyperparams": entry, "overrides": overrides}))
+    assert cached_run("r2vpo", "CartPole-v1", 0, 1024, tmp_path) == json.loads(budget_path.read_text())
+
+    budget_path.unlink()
+    run("r2vpo", "CartPole-v1", seed=0, n_timesteps=1024, runs_dir=tmp_path)
+    assert not budget_path.exists() and json.loads(stale_path.read_text())["hyperparams"] == entry
+
+
 def _run_benchmark(script: str, *args: str) -> str:
     result = subprocess.run(
         [sys.executable, "-m", f"benchmarks.{script}", *args], cwd=REPO, capture_output=True, text=True, timeout=300
