@@ -49,17 +49,35 @@ def check_unit_interval(name: str, value: Any) -> float:
     return float(value)
 
 
+SCHEDULE_HINT = (
+    "or a schedule: a callable of progress_remaining (from 1 to 0), e.g. "
+    "stable_baselines3.common.utils.LinearSchedule(start, end, 1.0); strings such as 'lin_0.02' are RL Zoo's yml "
+    "syntax, which only rl_zoo3 (and r2vpo-zoo) parse"
+)
+
+
+def _check_not_a_string(name: str, value: Any, bound: str) -> None:
+    if isinstance(value, str):
+        raise ValueError(f"{name}={value!r} (type str) is invalid: expected a finite number {bound}, {SCHEDULE_HINT}")
+
+
 def check_schedule(name: str, value: Any) -> None:
     """A schedule (any callable) or a finite number ``> 0``."""
     if not callable(value):
+        _check_not_a_string(name, value, "> 0")
         check_positive(name, value)
 
 
 def check_schedule_value(
     name: str, schedule: float | Callable[[float], float], progress_remaining: float, *, allow_zero: bool
 ) -> float:
-    """The value of a float-or-schedule hyperparameter at ``progress_remaining``, validated (a schedule may end at 0)."""
+    """
+    The value of a float-or-schedule hyperparameter at ``progress_remaining``, validated where it is used: a
+    schedule that turns negative, NaN or infinite part-way through training raises then (it may end at 0 when
+    ``allow_zero``).
+    """
     if not callable(schedule):
+        _check_not_a_string(name, schedule, ">= 0" if allow_zero else "> 0")
         return check_positive(name, schedule, allow_zero=allow_zero)
     value = schedule(progress_remaining)
     return check_positive(f"{name} (at progress_remaining={progress_remaining:.3g})", value, allow_zero=allow_zero)

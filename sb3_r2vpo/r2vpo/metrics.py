@@ -1,6 +1,7 @@
 """Accumulation of per-minibatch training statistics into the values logged under ``train/*``."""
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,18 +28,22 @@ class MinibatchMetrics:
     entropy_losses: list[float] = field(default_factory=list)
     epoch_approx_kls: list[float] = field(default_factory=list)
     last_loss: float = math.nan
+    extra_sums: dict[str, float] = field(default_factory=dict)
 
     def start_epoch(self) -> None:
         """PPO logs the approximate KL of the last epoch only; reset it at each epoch."""
         self.epoch_approx_kls = []
 
-    def add(self, summary: dict[str, float], var_coef: float) -> None:
+    def add(self, summary: dict[str, float], var_coef: float, summed: Iterable[str] = ()) -> None:
         """
         Add one minibatch.
 
         :param summary: output of :meth:`sb3_r2vpo.core.RatioStats.summarize` with the loss terms as extras
         :param var_coef: ``lam`` used for this minibatch's loss
+        :param summed: more keys of ``summary`` to sum over the minibatches into :attr:`extra_sums`
         """
+        for key in summed:
+            self.extra_sums[key] = self.extra_sums.get(key, 0.0) + summary[key]
         count = summary["count"]
         self.n_samples += count
         self.sum_ratio_var += summary["ratio_var"] * count

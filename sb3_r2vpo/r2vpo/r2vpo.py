@@ -1,5 +1,7 @@
+import io
+import pathlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar, TypeVar
 
 import torch as th
@@ -37,16 +39,10 @@ class R2VPO(OnPolicyAlgorithm):
 
     Paper: "Ratio-Variance Regularized Policy Optimization", https://arxiv.org/abs/2605.26784
 
-    Defaults. Every PPO-common default is PPO's. The penalty's defaults, ``var_coef="auto"`` (``lam`` starts at 1)
-    with ``target_var=0.02`` and ``var_coef_lr=0.1``, come from ``benchmarks/defaults_sweep.py``: CartPole-v1 and
-    Pendulum-v1, every other setting at SB3's PPO defaults, 3 seeds, 100k steps, against fixed ``lam`` in
-    {0.06 (the paper's), 1} and ``target_var=0.05``. All settings reach 500 on CartPole; with PPO's defaults no
-    setting (PPO included) solves Pendulum in 100k steps. The adaptive default had the best mean evaluation return
-    over the run of the R2VPO settings on both tasks (CartPole 462.5, Pendulum -1031.5; PPO 466.3 and -1036.7),
-    but the differences are within seed noise: the deciding argument is that it needs no per-task scale for
-    ``lam``. ``target_var=0.02`` is the ratio variance of a reverse-KL budget of 0.01 (``c_f = 1/2``), the
-    ``target_kl`` usually paired with PPO. When the learning rate is annealed, anneal ``target_var`` too
-    (e.g. ``LinearSchedule(0.02, 0, 1)``): with a constant target, ``lam`` falls to 0 late in training.
+    Every PPO-common default is PPO's. The measurements behind the penalty's defaults and the learning curves
+    against PPO are in the documentation's Results section (``docs/modules/r2vpo.md``). When the learning rate is
+    annealed, anneal ``target_var`` too (e.g. ``LinearSchedule(0.02, 0, 1)``): with a constant target, ``lam`` falls
+    to 0 late in training.
 
     :param policy: The policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy)
     :param env: The environment to learn from (if registered in Gym, can be str)
@@ -98,6 +94,22 @@ class R2VPO(OnPolicyAlgorithm):
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
+    #: PPO's parameters that R2VPO does not take, and what to use instead (the TypeError for them says so).
+    replaced_ppo_parameters: ClassVar[dict[str, str]] = {
+        "clip_range": (
+            "R2VPO has no ratio clip: its trust region is the penalty var_coef * (r - 1)^2. Use var_coef=<number> for a "
+            "fixed lam, or var_coef='auto' with target_var (the target E[(r - 1)^2], about 2 * the KL budget: see "
+            "sb3_r2vpo.core.target_var_from_divergence) for a lam tuned by dual ascent"
+        ),
+    }
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "R2VPO":
+        # Runs before __init__ with the same arguments: a PPO parameter gets an explanation instead of a bare TypeError.
+        for name, advice in cls.replaced_ppo_parameters.items():
+            if name in kwargs:
+                raise TypeError(f"{cls.__name__}() got an unexpected keyword argument {name!r}. {advice}.")
+        return super().__new__(cls)
+
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
         "MlpPolicy": ActorCriticPolicy,
         "CnnPolicy": ActorCriticCnnPolicy,
@@ -140,9 +152,7 @@ class R2VPO(OnPolicyAlgorithm):
     ):
         # Validate everything before the environment is built or any memory is allocated.
         initial_target_var = check_schedule_value("target_var", target_var, 1.0, allow_zero=False)
-        self.var_coef_controller = VarCoefController(
-            var_coef, target_var=initial_target_var, var_coef_lr=var_coef_lr, var_coef_max=var_coef_max
-        )
+        VarCoefController(var_coef, target_var=initial_target_var, var_coef_lr=var_coef_lr, var_coef_max=var_coef_max)
         check_schedule("learning_rate", learning_rate)
         n_steps = check_int("n_steps", n_steps, 1)
         batch_size = check_int("batch_size", batch_size, 2 if normalize_advantage else 1)
@@ -190,6 +200,10 @@ class R2VPO(OnPolicyAlgorithm):
         self.n_epochs = n_epochs
         self.var_coef = var_coef
         self.target_var = target_var
+        self.var_coef_lr = float(var_coef_lr)
+        self.var_coef_max = float(var_coef_max)
+        #: ``lam`` and its step count as plain data, written by :meth:`save` (``None``: start from ``var_coef``).
+        self.var_coef_state: dict[str, Any] | None = None
         self.clip_range_vf = clip_range_vf
         self.normalize_advantage = normalize_advantage
         self.target_kl = target_kl
@@ -220,102 +234,111 @@ class R2VPO(OnPolicyAlgorithm):
         self.target_var = FloatSchedule(self.target_var)
         if self.clip_range_vf is not None:
             self.clip_range_vf = FloatSchedule(self.clip_range_vf)
+        self._setup_var_coef_controller()
+
+    def _setup_var_coef_controller(self) -> None:
+        """
+        Build the controller of ``lam`` from ``var_coef``, ``var_coef_lr`` and ``var_coef_max``, and continue from the
+        saved ``lam`` when the model was loaded with the same ``var_coef`` (a different one, given to ``load()``,
+        starts ``lam`` afresh from it; new ``var_coef_lr`` / ``var_coef_max`` apply to the saved ``lam``).
+        """
+        overrides: dict[str, Any] = self.__dict__.pop("_load_overrides", {})
+        legacy = self.__dict__.pop("var_coef_controller", None)
+        if isinstance(legacy, VarCoefController):
+            # Files saved by release 0.1.0 pickled the controller object: take its settings and state as plain data
+            # (custom_objects for settings such a file lacks are applied here; SB3 applies only those it holds).
+            for name in ("var_coef_lr", "var_coef_max"):
+                setattr(self, name, overrides[name] if name in overrides else getattr(legacy, name))
+            if "var_coef_state" not in overrides:
+                saved_var_coef = None if "var_coef" in overrides else self.var_coef
+                self.var_coef_state = {"var_coef": saved_var_coef, "value": legacy.value, "n_steps": legacy.n_steps}
+        self.var_coef_controller = VarCoefController(
+            self.var_coef,
+            target_var=check_schedule_value("target_var", self.target_var, 1.0, allow_zero=False),
+            var_coef_lr=self.var_coef_lr,
+            var_coef_max=self.var_coef_max,
+        )
+        state = self.var_coef_state
+        if state is not None and state["var_coef"] == self.var_coef:
+            lam = check_positive("saved var_coef state (lam)", state["value"], allow_zero=True)
+            if lam > self.var_coef_max:
+                raise ValueError(
+                    f"The saved lam={lam:.6g} is above var_coef_max={self.var_coef_max}: pass a var_coef_max >= {lam:.6g}, "
+                    f"or a var_coef (e.g. 'auto_{min(lam, self.var_coef_max):g}') to restart lam from it"
+                )
+            self.var_coef_controller.value = lam
+            self.var_coef_controller.n_steps = int(state["n_steps"])
+
+    def _var_coef_state_now(self) -> dict[str, Any]:
+        controller = self.var_coef_controller
+        return {"var_coef": self.var_coef, "value": controller.value, "n_steps": controller.n_steps}
+
+    def _excluded_save_params(self) -> list[str]:
+        # lam is saved as plain data (var_coef_state), not as a pickled controller object.
+        return [*super()._excluded_save_params(), "var_coef_controller"]
+
+    def save(
+        self,
+        path: str | pathlib.Path | io.BufferedIOBase,
+        exclude: Iterable[str] | None = None,
+        include: Iterable[str] | None = None,
+    ) -> None:
+        self.var_coef_state = self._var_coef_state_now()
+        super().save(path, exclude=exclude, include=include)
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls: type[SelfR2VPO],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | None = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfR2VPO:
+        # SB3 sets every keyword argument as an attribute before _setup_model(): pass on what was overridden, so that
+        # the settings of a file saved by release 0.1.0 apply only where the caller did not override them.
+        overrides = {**(custom_objects or {}), **kwargs}
+        return super().load(
+            path,
+            env=env,
+            device=device,
+            custom_objects=custom_objects,
+            print_system_info=print_system_info,
+            force_reset=force_reset,
+            _load_overrides=overrides,
+            **kwargs,
+        )
 
     @property
     def var_coef_value(self) -> float:
         """The current ``lam``."""
         return self.var_coef_controller.value
 
+    def _update_current_progress_remaining(self, num_timesteps: int, total_timesteps: int) -> None:
+        # Schedules are functions of the progress remaining from 1 to 0, but the last rollout can overshoot
+        # total_timesteps (SB3 then gives a negative progress, and a linear schedule a negative learning rate, i.e.
+        # gradient ascent): the progress stops at 0, the end of the schedules' domain.
+        super()._update_current_progress_remaining(num_timesteps, total_timesteps)
+        self._current_progress_remaining = max(self._current_progress_remaining, 0.0)
+
+    def _update_learning_rate(self, optimizers: list[th.optim.Optimizer] | th.optim.Optimizer) -> None:
+        # A schedule is checked where it is evaluated: a negative learning rate would be gradient ascent.
+        check_schedule_value("learning_rate", self.lr_schedule, self._current_progress_remaining, allow_zero=True)
+        super()._update_learning_rate(optimizers)
+
     def _training_epochs(self) -> Iterator[Iterator[RolloutBufferSamples]]:
-        """The minibatches of one ``train()`` call, epoch by epoch (R2VPO-OFF overrides this to draw from its replay)."""
+        """The minibatches of one ``train()`` call, epoch by epoch (R2VPO-OFF draws them from its replay)."""
         for _ in range(self.n_epochs):
             yield self.rollout_buffer.get(self.batch_size)
 
     def _extra_minibatch_stats(self, log_prob: th.Tensor, rollout_data: RolloutBufferSamples) -> dict[str, th.Tensor]:
-        """More scalar tensors to fetch with the minibatch statistics (R2VPO-OFF: per-staleness ratio moments)."""
+        """
+        More scalar tensors, summed over the minibatches of a ``train()`` call into ``MinibatchMetrics.extra_sums``
+        and fetched in the same device transfer as the ratio statistics (R2VPO-OFF: ratio moments by staleness).
+        """
         return {}
-
-    def _accumulate(self, metrics: MinibatchMetrics, summary: dict[str, float], var_coef: float) -> None:
-        """Add one minibatch's summary to the running metrics."""
-        metrics.add(summary, var_coef)
-
-    def _minibatch_loss(
-        self,
-        rollout_data: RolloutBufferSamples,
-        clip_range_vf: float | None,
-        context: str,
-        previous_grad_norm: th.Tensor | None = None,
-    ) -> tuple[th.Tensor, dict[str, float]]:
-        """
-        Forward pass on one minibatch: the total loss and its statistics, checked for NaN/inf.
-
-        :param rollout_data: the minibatch; ``old_log_prob`` is the behavior policy's log-probability
-        :param clip_range_vf: value clipping range, or None
-        :param context: where we are in training, for error messages
-        :param previous_grad_norm: gradient norm of the previous gradient step, checked in the same transfer
-        :return: ``(loss, summary)`` where ``summary`` holds the ratio statistics and the loss terms
-        """
-        actions = rollout_data.actions
-        if isinstance(self.action_space, spaces.Discrete):
-            actions = rollout_data.actions.long().flatten()
-
-        values, log_prob, entropy = self.policy.evaluate_actions(rollout_data.observations, actions)
-        values = values.flatten()
-        advantages = rollout_data.advantages
-        # Normalization does not make sense if mini batchsize == 1, see SB3 GH issue #325
-        if self.normalize_advantage and len(advantages) > 1:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-
-        per_sample_loss, ratio_stats = r2vpo_objective(
-            log_prob, rollout_data.old_log_prob, advantages, var_coef=self.var_coef_controller.value, band=self.ratio_band
-        )
-        policy_loss = aggregate_loss(per_sample_loss, mode="mean")
-
-        if clip_range_vf is None:
-            values_pred = values
-        else:
-            # Clip the difference between old and new value (depends on the reward scaling)
-            values_pred = rollout_data.old_values + th.clamp(values - rollout_data.old_values, -clip_range_vf, clip_range_vf)
-        value_loss = F.mse_loss(rollout_data.returns, values_pred)
-
-        # Approximate entropy when no analytical form
-        entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
-
-        loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
-        summary = ratio_stats.summarize(
-            context=context,
-            extra={
-                "policy_loss": policy_loss,
-                "value_loss": value_loss,
-                "entropy_loss": entropy_loss,
-                "loss": loss,
-                **({} if previous_grad_norm is None else {"previous_step_grad_norm": previous_grad_norm}),
-                **self._extra_minibatch_stats(log_prob, rollout_data),
-            },
-        )
-        return loss, summary
-
-    def _gradient_step(self, loss: th.Tensor) -> th.Tensor:
-        """
-        Backward pass, gradient clipping and optimizer step.
-
-        :param loss: the scalar loss
-        :return: the gradient norm before clipping (a tensor: it is checked with the next minibatch's statistics,
-            so that the check costs no extra device synchronization)
-        """
-        self.policy.optimizer.zero_grad()
-        loss.backward()
-        grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-        self.policy.optimizer.step()
-        return grad_norm
-
-    @staticmethod
-    def _check_grad_norm(grad_norm: th.Tensor | None, context: str) -> None:
-        if grad_norm is not None and not th.isfinite(grad_norm).item():
-            raise NonFiniteRatioError(
-                f"Non-finite gradient norm ({grad_norm.item()}) at {context}: the loss was finite but its gradient "
-                "overflowed. Try a smaller learning_rate or a larger var_coef / smaller target_var."
-            )
 
     def train(self) -> None:
         """
@@ -324,23 +347,63 @@ class R2VPO(OnPolicyAlgorithm):
         # Switch to train mode (this affects batch norm / dropout)
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
-        self.var_coef_controller.target_var = check_schedule_value(
-            "target_var", self.target_var, self._current_progress_remaining, allow_zero=True
-        )
+        progress = self._current_progress_remaining
+        self.var_coef_controller.target_var = check_schedule_value("target_var", self.target_var, progress, allow_zero=True)
         clip_range_vf = None
         if self.clip_range_vf is not None:
-            clip_range_vf = self.clip_range_vf(self._current_progress_remaining)  # type: ignore[operator]
+            clip_range_vf = check_schedule_value("clip_range_vf", self.clip_range_vf, progress, allow_zero=True)
 
         metrics = MinibatchMetrics()
         iteration = self._n_updates // max(self.n_epochs, 1)
-        grad_norm: th.Tensor | None = None
+        continue_training = True
         for epoch, minibatches in enumerate(self._training_epochs()):
             metrics.start_epoch()
-            continue_training = True
             for minibatch, rollout_data in enumerate(minibatches):
                 context = f"train() call {iteration}, epoch {epoch}, minibatch {minibatch}"
-                loss, summary = self._minibatch_loss(rollout_data, clip_range_vf, context, grad_norm)
-                self._accumulate(metrics, summary, self.var_coef_controller.value)
+                actions = rollout_data.actions
+                if isinstance(self.action_space, spaces.Discrete):
+                    actions = rollout_data.actions.long().flatten()
+
+                values, log_prob, entropy = self.policy.evaluate_actions(rollout_data.observations, actions)
+                values = values.flatten()
+                advantages = rollout_data.advantages
+                # Normalization does not make sense if mini batchsize == 1, see SB3 GH issue #325
+                if self.normalize_advantage and len(advantages) > 1:
+                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+                # The penalized surrogate -r A + lam (r - 1)^2 replaces PPO's clipped one.
+                lam = self.var_coef_controller.value
+                per_sample_loss, ratio_stats = r2vpo_objective(
+                    log_prob, rollout_data.old_log_prob, advantages, var_coef=lam, band=self.ratio_band
+                )
+                policy_loss = aggregate_loss(per_sample_loss, mode="mean")
+
+                if clip_range_vf is None:
+                    values_pred = values
+                else:
+                    # Clip the difference between old and new value (depends on the reward scaling)
+                    values_pred = rollout_data.old_values + th.clamp(
+                        values - rollout_data.old_values, -clip_range_vf, clip_range_vf
+                    )
+                value_loss = F.mse_loss(rollout_data.returns, values_pred)
+
+                # Approximate entropy when no analytical form
+                entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
+
+                loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+                # One device transfer for everything logged, checked for NaN/inf before any gradient is taken.
+                extra_stats = self._extra_minibatch_stats(log_prob, rollout_data)
+                summary = ratio_stats.summarize(
+                    context=context,
+                    extra={
+                        "policy_loss": policy_loss,
+                        "value_loss": value_loss,
+                        "entropy_loss": entropy_loss,
+                        "loss": loss,
+                        **extra_stats,
+                    },
+                )
+                metrics.add(summary, lam, summed=extra_stats.keys())
 
                 # Approximate reverse KL for early stopping, as PPO (SB3 issue #417)
                 if self.target_kl is not None and summary["approx_kl"] > 1.5 * self.target_kl:
@@ -349,14 +412,22 @@ class R2VPO(OnPolicyAlgorithm):
                         print(f"Early stopping at step {epoch} due to reaching max kl: {summary['approx_kl']:.2f}")
                     break
 
-                grad_norm = self._gradient_step(loss)
+                self.policy.optimizer.zero_grad()
+                loss.backward()
+                grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                if not th.isfinite(grad_norm):
+                    raise NonFiniteRatioError(
+                        f"Non-finite gradient norm ({grad_norm.item()}) at {context}: the loss was finite but its "
+                        "gradient overflowed; the step was not taken. Try a smaller learning_rate or a larger "
+                        "var_coef / smaller target_var."
+                    )
+                self.policy.optimizer.step()
                 self.var_coef_controller.step(summary["ratio_var"])
 
             self._n_updates += 1
             if not continue_training:
                 break
 
-        self._check_grad_norm(grad_norm, f"train() call {iteration}, last gradient step")
         self._record_train_metrics(metrics, clip_range_vf)
 
     def _record_train_metrics(self, metrics: MinibatchMetrics, clip_range_vf: float | None) -> None:

@@ -1,6 +1,5 @@
 """FIFO replay of whole past rollouts for R2VPO-OFF, stored in preallocated arrays."""
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -106,12 +105,41 @@ def replay_nbytes(
     return capacity * n_envs * (n_steps * per_transition + obs_bytes + 1)
 
 
-def available_memory_bytes() -> int | None:
-    """Memory the OS reports as available, or None where it cannot tell."""
+def available_memory_bytes(meminfo: str = "/proc/meminfo") -> int | None:
+    """
+    Memory available for new allocations without swapping, or None where the OS does not tell.
+
+    On Linux this is ``MemAvailable`` (free memory plus the page cache and other memory the kernel can reclaim);
+    free pages alone (``SC_AVPHYS_PAGES``) leave out the page cache and refuse replays that would fit.
+
+    :param meminfo: the file to read ``MemAvailable`` from
+    """
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
+        with open(meminfo) as file:
+            for line in file:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # the value is in kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def minibatch_sizes(n_samples: int, n_stored: int, batch_size: int) -> list[int]:
+    """
+    Sizes of the minibatches :meth:`RolloutReplayBuffer.minibatch_indices` yields: successive permutations of the
+    ``n_stored`` transitions (the last one cut at ``n_samples`` in all), each cut into ``batch_size`` chunks.
+
+    :param n_samples: total number of samples drawn
+    :param n_stored: number of stored transitions
+    :param batch_size: minibatch size
+    """
+    sizes: list[int] = []
+    drawn = 0
+    while drawn < n_samples:
+        take = min(n_stored, n_samples - drawn)
+        sizes += [batch_size] * (take // batch_size) + ([take % batch_size] if take % batch_size else [])
+        drawn += take
+    return sizes
 
 
 class RolloutReplayBuffer:

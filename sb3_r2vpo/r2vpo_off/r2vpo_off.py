@@ -10,6 +10,7 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.preprocessing import get_obs_shape
 from stable_baselines3.common.save_util import load_from_pkl, save_to_pkl
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.vec_env import VecEnv
@@ -23,6 +24,7 @@ from sb3_r2vpo.r2vpo_off.buffers import (
     RolloutReplayBuffer,
     TimeoutRecord,
     available_memory_bytes,
+    minibatch_sizes,
     replay_nbytes,
 )
 
@@ -90,6 +92,13 @@ class R2VPOOff(R2VPO):
 
     replay_buffer: RolloutReplayBuffer
     policy_aliases: ClassVar = R2VPO.policy_aliases
+    replaced_ppo_parameters: ClassVar[dict[str, str]] = {
+        **R2VPO.replaced_ppo_parameters,
+        "n_epochs": (
+            "R2VPOOff draws utd_ratio * n_steps * n_envs samples from its replay per iteration: use utd_ratio "
+            "(with replay_capacity=1, utd_ratio=n_epochs is R2VPO's update with n_epochs exactly)"
+        ),
+    }
 
     def __init__(
         self,
@@ -161,22 +170,49 @@ class R2VPOOff(R2VPO):
             _init_setup_model=False,
         )
         self._replay_iteration = 0
-        if self.env is not None:
-            self._check_replay_memory(self.env)
         if _init_setup_model:
             self._setup_model()
 
-    def _check_replay_memory(self, env: VecEnv) -> None:
-        needed = replay_nbytes(self.replay_capacity, self.n_steps, env.num_envs, env.observation_space, env.action_space)
+    def _check_buffer_size(self, n_envs: int) -> None:
+        fresh = n_envs * self.n_steps
+        if self.normalize_advantage and fresh <= 1:
+            raise ValueError(
+                f"n_steps * n_envs must be > 1 when normalize_advantage=True (advantage normalization), "
+                f"got n_steps={self.n_steps} and n_envs={n_envs}"
+            )
+        # Once the replay is full, an iteration draws successive permutations of the stored transitions.
+        sizes = minibatch_sizes(self._samples_per_iteration(n_envs), self.replay_capacity * fresh, self.batch_size)
+        smaller = [size for size in sizes if size < self.batch_size]
+        if smaller:
+            stored = self.replay_capacity * fresh
+            cause = (
+                f"batch_size is larger than the full replay ({stored} transitions)"
+                if self.batch_size > stored
+                else f"utd_ratio * n_steps * n_envs = {self._samples_per_iteration(n_envs)} samples drawn from "
+                f"{stored} stored ones do not split into whole minibatches"
+            )
+            warnings.warn(
+                f"With batch_size={self.batch_size}, {len(smaller)} of the {len(sizes)} minibatches of each train() call "
+                f"(replay full) are smaller than batch_size (sizes {sorted(set(smaller))}): {cause}. We recommend a "
+                "batch_size that divides both the samples drawn per iteration and the replay's size."
+            )
+
+    def _samples_per_iteration(self, n_envs: int) -> int:
+        return max(1, round(self.utd_ratio * self.n_steps * n_envs))
+
+    def _check_replay_memory(self) -> None:
+        needed = replay_nbytes(self.replay_capacity, self.n_steps, self.n_envs, self.observation_space, self.action_space)
         available = available_memory_bytes()
         if available is not None and needed > available:
             raise ValueError(
                 f"replay_capacity={self.replay_capacity} needs {needed / 2**30:.2f} GiB for "
-                f"{self.replay_capacity} rollouts of n_steps * n_envs = {self.n_steps * env.num_envs} transitions, "
+                f"{self.replay_capacity} rollouts of n_steps * n_envs = {self.n_steps * self.n_envs} transitions, "
                 f"but only {available / 2**30:.2f} GiB of memory is available: lower replay_capacity or n_steps"
             )
 
     def _setup_model(self) -> None:
+        # Checked here, not in __init__: load() sets the saved configuration between the two.
+        self._check_replay_memory()
         super()._setup_model()
         self.replay_buffer = RolloutReplayBuffer(
             self.replay_capacity, self.n_steps, self.n_envs, self.observation_space, self.action_space, self.device
@@ -185,7 +221,7 @@ class R2VPOOff(R2VPO):
 
     def _excluded_save_params(self) -> list[str]:
         # The replay is saved separately (save_replay_buffer), as SB3's off-policy algorithms do.
-        return [*super()._excluded_save_params(), "replay_buffer", "_pending_timeouts", "_age_sums"]
+        return [*super()._excluded_save_params(), "replay_buffer", "_pending_timeouts"]
 
     def collect_rollouts(
         self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
@@ -211,14 +247,15 @@ class R2VPOOff(R2VPO):
         envs = np.array([t[1] for t in self._pending_timeouts], dtype=np.int64)
         values = np.array([t[3] for t in self._pending_timeouts], dtype=np.float32)
         observations: np.ndarray | dict[str, np.ndarray]
+        # get_obs_shape, as SB3's buffers: a Discrete observation is stored as shape (1,), not ().
         if isinstance(self.observation_space, spaces.Dict):
             observations = {
-                key: np.array([t[2][key] for t in self._pending_timeouts]).reshape(len(steps), *(subspace.shape or ()))
+                key: np.array([t[2][key] for t in self._pending_timeouts]).reshape(len(steps), *get_obs_shape(subspace))
                 for key, subspace in self.observation_space.spaces.items()
             }
         else:
             observations = np.array([t[2] for t in self._pending_timeouts]).reshape(
-                len(steps), *(self.observation_space.shape or ())
+                len(steps), *get_obs_shape(self.observation_space)
             )
         return TimeoutRecord(steps, envs, observations, values)
 
@@ -235,12 +272,11 @@ class R2VPOOff(R2VPO):
         if self.recompute_advantages and self.replay_buffer.n_rollouts > 1:
             self.policy.set_training_mode(False)
             self.replay_buffer.recompute_advantages(self.policy, self.gamma, self.gae_lambda)
-        self._age_sums = np.zeros((self.replay_capacity, 2))
         super().train()
 
     def _training_epochs(self) -> Iterator[Iterator[ReplayBufferSamples]]:  # type: ignore[override]
         fresh = self.n_steps * self.n_envs
-        n_samples = max(1, round(self.utd_ratio * fresh))
+        n_samples = self._samples_per_iteration(self.n_envs)
         iteration = self._replay_iteration
         # Every drawn minibatch is used. A minibatch never spans two permutation passes, so with fewer stored
         # transitions than batch_size they are smaller than batch_size (as PPO's when its buffer is smaller),
@@ -265,22 +301,17 @@ class R2VPOOff(R2VPO):
             extras[f"age_{age}_count"] = counts[age]
         return extras
 
-    def _accumulate(self, metrics: MinibatchMetrics, summary: dict[str, float], var_coef: float) -> None:
-        super()._accumulate(metrics, summary, var_coef)
-        for age in range(self.replay_capacity):
-            self._age_sums[age, 0] += summary[f"age_{age}_sum_sq"]
-            self._age_sums[age, 1] += summary[f"age_{age}_count"]
-
     def _record_train_metrics(self, metrics: MinibatchMetrics, clip_range_vf: float | None) -> None:
         super()._record_train_metrics(metrics, clip_range_vf)
-        counts = self._age_sums[:, 1]
+        sums = metrics.extra_sums
+        counts = np.array([sums.get(f"age_{age}_count", 0.0) for age in range(self.replay_capacity)])
         self.logger.record("train/replay_size", self.replay_buffer.size())
         self.logger.record(
             "train/mean_staleness", float((np.arange(self.replay_capacity) * counts).sum() / max(counts.sum(), 1))
         )
         for age in range(self.replay_capacity):
             if counts[age] > 0:
-                self.logger.record(f"train/ratio_var_age_{age}", float(self._age_sums[age, 0] / counts[age]))
+                self.logger.record(f"train/ratio_var_age_{age}", sums[f"age_{age}_sum_sq"] / counts[age])
 
     def save_replay_buffer(self, path: str | pathlib.Path) -> None:
         """
@@ -295,6 +326,7 @@ class R2VPOOff(R2VPO):
         Load a replay saved by :meth:`save_replay_buffer`; it must match this model's replay layout.
 
         :param path: the saved file
+        :raises ValueError: if its layout differs from this model's, or it holds rollouts newer than the model
         """
         buffer = load_from_pkl(path, self.verbose)
         if not isinstance(buffer, RolloutReplayBuffer):
@@ -305,11 +337,17 @@ class R2VPOOff(R2VPO):
         for name, mine, theirs in zip(names, expected, found, strict=True):
             if mine != theirs:
                 raise ValueError(f"The replay in {path} has {name}={theirs}, this model has {name}={mine}")
-        if buffer.iterations.max() > self._replay_iteration:
-            warnings.warn(
-                f"The replay in {path} holds rollouts up to iteration {buffer.iterations.max()}, newer than this model's "
-                f"iteration {self._replay_iteration}: were they saved together?"
-            )
+        stored = buffer.iterations[buffer.iterations >= 0]
+        if len(stored) > 0:
+            oldest, newest = int(stored.min()), int(stored.max())
+            # Each rollout's age (iterations since it was collected) must lie in [0, replay_capacity) at the next
+            # train() call's statistics: a replay saved at another point of training breaks that, so refuse it.
+            if newest > self._replay_iteration or self._replay_iteration - oldest >= self.replay_capacity:
+                raise ValueError(
+                    f"The replay in {path} holds rollouts of iterations {oldest}..{newest}, but this model is at "
+                    f"iteration {self._replay_iteration} (it keeps the last replay_capacity={self.replay_capacity}): "
+                    "load the model file that was saved together with this replay"
+                )
         buffer.device = self.device
         self.replay_buffer = buffer
 
