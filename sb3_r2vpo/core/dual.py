@@ -51,20 +51,37 @@ class VarCoefController:
     :param target_var: the target ratio variance ``delta`` (> 0)
     :param var_coef_lr: the dual step size ``eta_lam`` (>= 0)
     :param var_coef_max: the upper end of the projection (> 0, >= the initial value)
+    :param resume_from: ``(lam, n_steps)`` to continue from (a saved model) instead of ``var_coef``'s initial value
     """
 
-    def __init__(self, var_coef: float | str, *, target_var: float, var_coef_lr: float, var_coef_max: float) -> None:
+    def __init__(
+        self,
+        var_coef: float | str,
+        *,
+        target_var: float,
+        var_coef_lr: float,
+        var_coef_max: float,
+        resume_from: tuple[float, int] | None = None,
+    ) -> None:
         init, self.adaptive = parse_var_coef(var_coef)
         self._target_var = check_positive("target_var", target_var)
         self.var_coef_lr = check_positive("var_coef_lr", var_coef_lr, allow_zero=True)
         self.var_coef_max = check_positive("var_coef_max", var_coef_max)
-        if init > self.var_coef_max:
+        self.n_steps = 0
+        if resume_from is not None:
+            init = check_positive("the saved lam (var_coef state)", resume_from[0], allow_zero=True)
+            self.n_steps = int(resume_from[1])
+            if init > self.var_coef_max:
+                raise ValueError(
+                    f"The saved lam={init:.6g} is above var_coef_max={self.var_coef_max}: pass a var_coef_max >= "
+                    f"{init:.6g}, or a new var_coef (e.g. 'auto_{self.var_coef_max:g}') to restart lam from it"
+                )
+        elif init > self.var_coef_max:
             raise ValueError(
                 f"var_coef={var_coef!r} starts above var_coef_max={self.var_coef_max}: the initial lam must be in "
                 f"[0, var_coef_max]"
             )
         self.value = init
-        self.n_steps = 0
 
     @property
     def target_var(self) -> float:

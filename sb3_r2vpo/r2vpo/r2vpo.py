@@ -252,22 +252,15 @@ class R2VPO(OnPolicyAlgorithm):
             if "var_coef_state" not in overrides:
                 saved_var_coef = None if "var_coef" in overrides else self.var_coef
                 self.var_coef_state = {"var_coef": saved_var_coef, "value": legacy.value, "n_steps": legacy.n_steps}
+        state = self.var_coef_state
+        resume = state is not None and state["var_coef"] == self.var_coef
         self.var_coef_controller = VarCoefController(
             self.var_coef,
             target_var=check_schedule_value("target_var", self.target_var, 1.0, allow_zero=False),
             var_coef_lr=self.var_coef_lr,
             var_coef_max=self.var_coef_max,
+            resume_from=(state["value"], state["n_steps"]) if resume and state is not None else None,
         )
-        state = self.var_coef_state
-        if state is not None and state["var_coef"] == self.var_coef:
-            lam = check_positive("saved var_coef state (lam)", state["value"], allow_zero=True)
-            if lam > self.var_coef_max:
-                raise ValueError(
-                    f"The saved lam={lam:.6g} is above var_coef_max={self.var_coef_max}: pass a var_coef_max >= {lam:.6g}, "
-                    f"or a var_coef (e.g. 'auto_{min(lam, self.var_coef_max):g}') to restart lam from it"
-                )
-            self.var_coef_controller.value = lam
-            self.var_coef_controller.n_steps = int(state["n_steps"])
 
     def _var_coef_state_now(self) -> dict[str, Any]:
         controller = self.var_coef_controller
@@ -287,7 +280,7 @@ class R2VPO(OnPolicyAlgorithm):
         super().save(path, exclude=exclude, include=include)
 
     @classmethod
-    def load(  # type: ignore[override]
+    def load(
         cls: type[SelfR2VPO],
         path: str | pathlib.Path | io.BufferedIOBase,
         env: GymEnv | None = None,

@@ -16,7 +16,7 @@ from stable_baselines3.common.envs import (
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import SubprocVecEnv
 
-from sb3_r2vpo import R2VPO
+from sb3_r2vpo import R2VPO, R2VPOOff
 from sb3_r2vpo.r2vpo import CnnPolicy, MlpPolicy, MultiInputPolicy
 
 EXPECTED_TRAIN_KEYS = {
@@ -100,24 +100,39 @@ def test_policy_aliases() -> None:
     assert R2VPO.policy_aliases["MultiInputPolicy"] is MultiInputPolicy
 
 
-def test_dict_observations(tiny_kwargs: dict) -> None:
+def _settings(algorithm: type[R2VPO], tiny_kwargs: dict) -> dict:
+    """The tiny settings for either algorithm: R2VPOOff takes utd_ratio (with a replay of two rollouts) for n_epochs."""
+    if algorithm is R2VPO:
+        return tiny_kwargs
+    n_epochs = tiny_kwargs.pop("n_epochs")
+    return {**tiny_kwargs, "utd_ratio": n_epochs, "replay_capacity": 2}
+
+
+BOTH = pytest.mark.parametrize("algorithm", [R2VPO, R2VPOOff])
+
+
+@BOTH
+def test_dict_observations(algorithm: type[R2VPO], tiny_kwargs: dict) -> None:
     env = SimpleMultiObsEnv(random_start=False)
-    R2VPO("MultiInputPolicy", env, seed=0, **tiny_kwargs).learn(128)
+    algorithm("MultiInputPolicy", env, seed=0, **_settings(algorithm, tiny_kwargs)).learn(128)
 
 
-def test_cnn_policy(tiny_kwargs: dict) -> None:
+@BOTH
+def test_cnn_policy(algorithm: type[R2VPO], tiny_kwargs: dict) -> None:
     env = FakeImageEnv(screen_height=40, screen_width=40, n_channels=1, discrete=True)
     tiny_kwargs["policy_kwargs"] = {"features_extractor_kwargs": {"features_dim": 16}}
-    R2VPO("CnnPolicy", env, seed=0, **tiny_kwargs).learn(128)
+    algorithm("CnnPolicy", env, seed=0, **_settings(algorithm, tiny_kwargs)).learn(128)
 
 
-def test_gsde(tiny_kwargs: dict) -> None:
-    model = R2VPO("MlpPolicy", "Pendulum-v1", use_sde=True, sde_sample_freq=4, seed=0, **tiny_kwargs)
+@BOTH
+def test_gsde(algorithm: type[R2VPO], tiny_kwargs: dict) -> None:
+    model = algorithm("MlpPolicy", "Pendulum-v1", use_sde=True, sde_sample_freq=4, seed=0, **_settings(algorithm, tiny_kwargs))
     model.learn(128)
     assert model.use_sde
 
 
-def test_subproc_vec_env_and_callbacks(tmp_path, tiny_kwargs: dict) -> None:
+@BOTH
+def test_subproc_vec_env_and_callbacks(tmp_path, algorithm: type[R2VPO], tiny_kwargs: dict) -> None:
     env = make_vec_env("CartPole-v1", n_envs=2, seed=0, vec_env_cls=SubprocVecEnv)
     eval_env = make_vec_env("CartPole-v1", n_envs=1, seed=5)
     callbacks = CallbackList(
@@ -126,17 +141,19 @@ def test_subproc_vec_env_and_callbacks(tmp_path, tiny_kwargs: dict) -> None:
             EvalCallback(eval_env, eval_freq=64, n_eval_episodes=2, log_path=str(tmp_path / "eval")),
         ]
     )
-    model = R2VPO("MlpPolicy", env, seed=0, **tiny_kwargs)
+    model = algorithm("MlpPolicy", env, seed=0, **_settings(algorithm, tiny_kwargs))
     model.learn(256, callback=callbacks)
     assert list((tmp_path / "ckpt").glob("r2vpo_*_steps.zip"))
     assert (tmp_path / "eval" / "evaluations.npz").exists()
     env.close()
 
 
-def test_progress_bar_and_tensorboard(tmp_path, tiny_kwargs: dict) -> None:
+@BOTH
+def test_progress_bar_and_tensorboard(tmp_path, algorithm: type[R2VPO], tiny_kwargs: dict) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    model = R2VPO("MlpPolicy", "CartPole-v1", tensorboard_log=str(tmp_path), seed=0, **tiny_kwargs)
+    settings = _settings(algorithm, tiny_kwargs)
+    model = algorithm("MlpPolicy", "CartPole-v1", tensorboard_log=str(tmp_path), seed=0, **settings)
     model.learn(192, progress_bar=True, tb_log_name="run")
     (run_dir,) = list(tmp_path.iterdir())
     assert run_dir.name == "run_1"
@@ -152,19 +169,23 @@ def test_stats_window_size(tiny_kwargs: dict) -> None:
     assert model.ep_success_buffer is not None and model.ep_success_buffer.maxlen == 7
 
 
-def test_target_kl_early_stop(tiny_kwargs: dict) -> None:
+@BOTH
+def test_target_kl_early_stop(algorithm: type[R2VPO], tiny_kwargs: dict) -> None:
     tiny_kwargs["n_epochs"] = 50
-    model = R2VPO("MlpPolicy", "CartPole-v1", target_kl=1e-6, learning_rate=1e-2, var_coef=0.0, seed=0, **tiny_kwargs)
+    settings = _settings(algorithm, tiny_kwargs)
+    model = algorithm("MlpPolicy", "CartPole-v1", target_kl=1e-6, learning_rate=1e-2, var_coef=0.0, seed=0, **settings)
     model.learn(tiny_kwargs["n_steps"])
     assert model._n_updates < 50
 
 
-def test_clip_range_vf(tiny_kwargs: dict) -> None:
-    R2VPO("MlpPolicy", "CartPole-v1", clip_range_vf=0.2, **tiny_kwargs).learn(128)
+@BOTH
+def test_clip_range_vf(algorithm: type[R2VPO], tiny_kwargs: dict) -> None:
+    algorithm("MlpPolicy", "CartPole-v1", clip_range_vf=0.2, **_settings(algorithm, tiny_kwargs)).learn(128)
 
 
-def test_set_env(tiny_kwargs: dict) -> None:
-    model = R2VPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=1), **tiny_kwargs)
+@BOTH
+def test_set_env(algorithm: type[R2VPO], tiny_kwargs: dict) -> None:
+    model = algorithm("MlpPolicy", make_vec_env("CartPole-v1", n_envs=1), **_settings(algorithm, tiny_kwargs))
     model.learn(64)
     new_env = make_vec_env("CartPole-v1", n_envs=1, seed=7)
     model.set_env(new_env)

@@ -1,13 +1,17 @@
 import io
+import json
+import pathlib
+import zipfile
 
 import numpy as np
 import pytest
 import torch as th
+from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.envs import IdentityEnv, IdentityEnvBox
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.policies import ActorCriticPolicy
 
-from sb3_r2vpo import R2VPO
+from sb3_r2vpo import R2VPO, R2VPOOff
 
 
 def _params_equal(a: dict, b: dict) -> bool:
@@ -66,11 +70,13 @@ def test_get_set_parameters(tiny_kwargs: dict) -> None:
 
 
 def test_exclude_include(tmp_path, tiny_kwargs: dict) -> None:
-    model = R2VPO("MlpPolicy", IdentityEnvBox(eps=0.5), seed=0, verbose=0, **tiny_kwargs)
-    model.save(tmp_path / "excluded.zip", exclude=["verbose", "var_coef_controller"])
+    model = R2VPO("MlpPolicy", IdentityEnvBox(eps=0.5), seed=0, verbose=0, var_coef_lr=5.0, **tiny_kwargs)
+    model.learn(128)
+    assert model.var_coef_value != 1.0
+    model.save(tmp_path / "excluded.zip", exclude=["verbose", "var_coef_state"])
     loaded = R2VPO.load(tmp_path / "excluded.zip")
     assert loaded.verbose == 0  # default value since excluded
-    assert loaded.var_coef_value == model.var_coef_value  # default controller (from the constructor) since excluded
+    assert loaded.var_coef_value == 1.0  # lam starts afresh from var_coef="auto" since its state was excluded
 
     model.save(tmp_path / "included.zip", include=["rollout_buffer"])
     loaded = R2VPO.load(tmp_path / "included.zip")
@@ -94,3 +100,79 @@ def test_policy_save_load(tmp_path, tiny_kwargs: dict) -> None:
     model.policy.save(tmp_path / "policy.pkl")
     policy = ActorCriticPolicy.load(tmp_path / "policy.pkl")
     np.testing.assert_allclose(policy.predict(obs, deterministic=True)[0], action, rtol=1e-6)
+
+
+DATA = pathlib.Path(__file__).parent.parent / "data"
+#: The controller pickled in tests/data/r2vpo_v0.1.0.zip (saved by release 0.1.0 with these settings).
+LEGACY_STATE = {"value": 0.4980505347776556, "var_coef_lr": 3.0, "var_coef_max": 50.0, "n_steps": 8}
+
+
+def _trained_adaptive(tiny_kwargs: dict) -> R2VPO:
+    model = R2VPO("MlpPolicy", "Pendulum-v1", var_coef="auto_0.5", target_var=1e-4, var_coef_lr=3.0, seed=0, **tiny_kwargs)
+    model.learn(128)
+    assert model.var_coef_value != 0.5
+    return model
+
+
+def test_dual_state_is_saved_as_plain_data(tmp_path, tiny_kwargs: dict) -> None:
+    model = _trained_adaptive(tiny_kwargs)
+    model.save(tmp_path / "model.zip")
+    with zipfile.ZipFile(tmp_path / "model.zip") as archive:
+        data = json.loads(archive.read("data"))
+    assert "var_coef_controller" not in data
+    assert data["var_coef_state"] == {
+        "var_coef": "auto_0.5",
+        "value": model.var_coef_value,
+        "n_steps": model.var_coef_controller.n_steps,
+    }
+    assert data["var_coef_lr"] == 3.0 and data["var_coef_max"] == 100.0
+
+
+@pytest.mark.parametrize("how", ["kwargs", "custom_objects"])
+@pytest.mark.parametrize("source", ["current", "release 0.1.0"])
+def test_load_overrides_of_the_dual_settings_take_effect(tmp_path, tiny_kwargs: dict, how: str, source: str) -> None:
+    if source == "current":
+        path = tmp_path / "model.zip"
+        _trained_adaptive(tiny_kwargs).save(path)
+    else:
+        path = DATA / "r2vpo_v0.1.0.zip"
+    overrides = {"var_coef": 0.06, "var_coef_lr": 0.0, "var_coef_max": 5.0}
+    if how == "kwargs":
+        loaded = R2VPO.load(path, env=make_vec_env("Pendulum-v1", n_envs=1, seed=0), **overrides)
+    else:
+        loaded = R2VPO.load(path, env=make_vec_env("Pendulum-v1", n_envs=1, seed=0), custom_objects=overrides)
+    controller = loaded.var_coef_controller
+    assert (controller.value, controller.adaptive, controller.var_coef_lr, controller.var_coef_max) == (0.06, False, 0.0, 5.0)
+    loaded.learn(128, reset_num_timesteps=False)
+    assert loaded.var_coef_value == 0.06
+
+
+def test_a_new_dual_step_size_continues_from_the_saved_lam(tmp_path, tiny_kwargs: dict) -> None:
+    model = _trained_adaptive(tiny_kwargs)
+    model.save(tmp_path / "model.zip")
+    loaded = R2VPO.load(tmp_path / "model.zip", var_coef_lr=0.0)
+    assert loaded.var_coef_value == model.var_coef_value and loaded.var_coef_controller.var_coef_lr == 0.0
+    assert loaded.var_coef_controller.n_steps == model.var_coef_controller.n_steps
+
+
+def test_a_var_coef_max_below_the_saved_lam_is_refused(tmp_path, tiny_kwargs: dict) -> None:
+    model = _trained_adaptive(tiny_kwargs)
+    model.save(tmp_path / "model.zip")
+    with pytest.raises(ValueError, match=r"saved lam=.* is above var_coef_max=0\.01"):
+        R2VPO.load(tmp_path / "model.zip", var_coef_max=0.01)
+
+
+@pytest.mark.parametrize("algorithm", [R2VPO, R2VPOOff])
+def test_files_saved_by_release_0_1_0_still_load(tmp_path, algorithm: type[R2VPO]) -> None:
+    name = "r2vpo_v0.1.0.zip" if algorithm is R2VPO else "r2vpo_off_v0.1.0.zip"
+    loaded = algorithm.load(DATA / name, env=make_vec_env("Pendulum-v1", n_envs=1, seed=0))
+    controller = loaded.var_coef_controller
+    assert controller.adaptive and controller.target_var == 1e-4
+    assert (controller.var_coef_lr, controller.var_coef_max, controller.n_steps) == (3.0, 50.0, 8)
+    assert controller.value == pytest.approx(LEGACY_STATE["value"], abs=1e-3)
+    loaded.learn(64, reset_num_timesteps=False)
+    assert controller.n_steps > 8
+    # Saved again, the file holds plain data only and loads to the same lam.
+    loaded.save(tmp_path / "resaved.zip")
+    again = algorithm.load(tmp_path / "resaved.zip")
+    assert again.var_coef_controller.state_dict() == controller.state_dict()

@@ -1,5 +1,6 @@
 import csv
 import os
+import warnings
 
 import gymnasium as gym
 import numpy as np
@@ -18,7 +19,13 @@ from stable_baselines3.common.envs import (
 from stable_baselines3.common.logger import configure
 
 from sb3_r2vpo import R2VPO, R2VPOOff
-from sb3_r2vpo.r2vpo_off.buffers import RolloutReplayBuffer, generalized_advantages
+from sb3_r2vpo.r2vpo_off.buffers import (
+    RolloutReplayBuffer,
+    available_memory_bytes,
+    generalized_advantages,
+    minibatch_sizes,
+    replay_nbytes,
+)
 
 TINY = {"n_steps": 64, "batch_size": 32, "policy_kwargs": {"net_arch": [16]}}
 
@@ -247,3 +254,101 @@ def test_replay_buffer_type_check(tmp_path) -> None:
     with pytest.raises(TypeError, match="RolloutReplayBuffer"):
         model.load_replay_buffer(tmp_path / "other.pkl")
     assert isinstance(model.replay_buffer, RolloutReplayBuffer)
+
+
+class _TimeLimitedDictEnv(SimpleMultiObsEnv):
+    """SB3's Dict-observation grid, cut by a time limit (SimpleMultiObsEnv truncates at max_count)."""
+
+    def __init__(self) -> None:
+        super().__init__(random_start=True)
+        self.max_count = 20
+
+
+@pytest.mark.parametrize(
+    "env",
+    [IdentityEnv(4), IdentityEnvMultiDiscrete(3), IdentityEnvMultiBinary(3), _TimeLimitedDictEnv()],
+    ids=["Discrete", "MultiDiscrete", "MultiBinary", "Dict"],
+)
+def test_many_truncations_in_one_rollout_are_stored_and_rebootstrapped(env: gym.Env) -> None:
+    """IdentityEnv's episodes end by truncation only: a 256-step rollout holds several (issue 20, item 1)."""
+    policy = "MultiInputPolicy" if isinstance(env.observation_space, gym.spaces.Dict) else "MlpPolicy"
+    model = R2VPOOff(policy, env, n_steps=256, batch_size=64, replay_capacity=2, utd_ratio=1, seed=0)
+    model.learn(512)
+    buffer = model.replay_buffer
+    assert all(record is not None and len(record) >= 2 for record in buffer.timeouts)
+    # The recomputed targets with the collection-time critic include every truncation's re-bootstrap.
+    buffer.recompute_advantages(model.policy, model.gamma, model.gae_lambda)
+    assert np.isfinite(buffer.advantages).all()
+
+
+def _saved_with_replay(tmp_path, iterations: int) -> R2VPOOff:
+    model = R2VPOOff("MlpPolicy", "Pendulum-v1", replay_capacity=2, seed=0, **TINY)
+    model.learn(iterations * 64)
+    model.save(tmp_path / f"model_{iterations}.zip")
+    model.save_replay_buffer(tmp_path / f"replay_{iterations}.pkl")
+    return model
+
+
+def test_a_replay_newer_than_the_model_is_refused_at_load(tmp_path) -> None:
+    _saved_with_replay(tmp_path, 5)
+    model = R2VPOOff.load(tmp_path / "model_5.zip")
+    model.load_replay_buffer(tmp_path / "replay_5.pkl")  # saved together: fine
+    early = R2VPOOff("MlpPolicy", "Pendulum-v1", replay_capacity=2, seed=0, **TINY).learn(2 * 64)
+    with pytest.raises(ValueError, match=r"iterations 4\.\.5, but this model is at iteration 2"):
+        early.load_replay_buffer(tmp_path / "replay_5.pkl")
+    late = R2VPOOff("MlpPolicy", "Pendulum-v1", replay_capacity=2, seed=0, **TINY).learn(8 * 64)
+    with pytest.raises(ValueError, match=r"iterations 4\.\.5, but this model is at iteration 8"):
+        late.load_replay_buffer(tmp_path / "replay_5.pkl")
+    # Refused before anything changed: training goes on with the model's own replay.
+    late.learn(64, reset_num_timesteps=False)
+
+
+def test_the_memory_check_uses_the_loaded_configuration(tmp_path, monkeypatch) -> None:
+    import sb3_r2vpo.r2vpo_off.r2vpo_off as module
+
+    model = R2VPOOff("MlpPolicy", "Pendulum-v1", replay_capacity=1, seed=0, **TINY)
+    model.save(tmp_path / "small.zip")
+    env = model.get_env()
+    needed = replay_nbytes(1, 64, 1, env.observation_space, env.action_space)
+    default_needed = replay_nbytes(4, 2048, 1, env.observation_space, env.action_space)
+    monkeypatch.setattr(module, "available_memory_bytes", lambda: 2 * needed)
+    assert default_needed > 2 * needed
+    # The saved replay fits; the constructor's defaults (which load() starts from) would not.
+    loaded = R2VPOOff.load(tmp_path / "small.zip", env=env)
+    assert loaded.replay_buffer.capacity == 1
+    with pytest.raises(ValueError, match=r"replay_capacity=4 needs"):
+        R2VPOOff.load(tmp_path / "small.zip", env=env, replay_capacity=4, n_steps=2048)
+
+
+def test_available_memory_counts_reclaimable_page_cache(tmp_path) -> None:
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24000000 kB\nMemFree:          500000 kB\nMemAvailable:   12000000 kB\n")
+    assert available_memory_bytes(str(meminfo)) == 12000000 * 1024
+    assert available_memory_bytes(str(tmp_path / "missing")) is None
+
+
+@pytest.mark.parametrize(
+    ("n_steps", "batch_size", "replay_capacity", "utd_ratio", "truncated"),
+    [
+        (48, 32, 4, 2.0, False),  # R2VPO would warn (48 % 32), but 96 samples of 192 stored split into 3 minibatches
+        (64, 48, 4, 2.0, True),  # 128 samples: 2 of 48 and one of 32
+        (64, 32, 1, 3.0, False),  # R2VPO-ON's case
+        (8, 256, 1, 3.0, True),  # a minibatch larger than the replay
+    ],
+)
+def test_batch_size_warning_matches_the_minibatches_drawn(
+    n_steps: int, batch_size: int, replay_capacity: int, utd_ratio: float, truncated: bool
+) -> None:
+    kwargs = {"n_steps": n_steps, "batch_size": batch_size, "replay_capacity": replay_capacity, "utd_ratio": utd_ratio}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = R2VPOOff("MlpPolicy", "Pendulum-v1", seed=0, policy_kwargs={"net_arch": [16]}, **kwargs)
+    messages = [str(w.message) for w in caught if "batch" in str(w.message)]
+    assert bool(messages) == truncated, messages
+    assert not any("rollout buffer is of size" in m for m in messages)  # R2VPO-ON's warning does not apply
+
+    # What the warning predicts is what a full replay draws.
+    model.learn(replay_capacity * n_steps)
+    drawn = [len(batch) for batch in model.replay_buffer.minibatch_indices(round(utd_ratio * n_steps), batch_size)]
+    assert drawn == minibatch_sizes(round(utd_ratio * n_steps), replay_capacity * n_steps, batch_size)
+    assert any(size < batch_size for size in drawn) == truncated
