@@ -119,6 +119,7 @@ def _run_benchmark(script: str, *args: str) -> str:
     return result.stdout
 
 
+@pytest.mark.slow
 def test_llm_logprob_memory_runs_small(tmp_path: Path) -> None:
     out = _run_benchmark(
         "llm_logprob_memory", "--batch-sizes", "1", "--seq", "64", "--vocab", "4096", "--hidden", "32",
@@ -146,6 +147,7 @@ def test_llm_objective_overhead_runs_small(tmp_path: Path) -> None:
     assert (tmp_path / "cpu.json").exists()
 
 
+@pytest.mark.slow
 def test_llm_toy_comparison_runs_small(tmp_path: Path) -> None:
     out = _run_benchmark(
         "llm_toy_comparison", "--seeds", "0", "--iterations", "12", "--variants", "r2vpo", "grpo", "--out-dir", str(tmp_path)
@@ -154,6 +156,7 @@ def test_llm_toy_comparison_runs_small(tmp_path: Path) -> None:
     assert (tmp_path / "toy.json").exists()
 
 
+@pytest.mark.slow
 def test_learning_curves_panel_runs_skips_and_reports(tmp_path: Path) -> None:
     args = [
         "--tasks", "CartPole-v1", "--seeds", "0", "1", "--budget", "2048", "--jobs", "2",

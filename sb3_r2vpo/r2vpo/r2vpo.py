@@ -245,8 +245,8 @@ class R2VPO(OnPolicyAlgorithm):
         overrides: dict[str, Any] = self.__dict__.pop("_load_overrides", {})
         legacy = self.__dict__.pop("var_coef_controller", None)
         if isinstance(legacy, VarCoefController):
-            # Files saved by release 0.1.0 pickled the controller object: take its settings and state as plain data
-            # (custom_objects for settings such a file lacks are applied here; SB3 applies only those it holds).
+            # Files saved by 0.1.0 before this format pickled the controller: take its settings and state as plain
+            # data (custom_objects for settings such a file lacks are applied here; SB3 applies only those it holds).
             for name in ("var_coef_lr", "var_coef_max"):
                 setattr(self, name, overrides[name] if name in overrides else getattr(legacy, name))
             if "var_coef_state" not in overrides:
@@ -291,7 +291,7 @@ class R2VPO(OnPolicyAlgorithm):
         **kwargs: Any,
     ) -> SelfR2VPO:
         # SB3 sets every keyword argument as an attribute before _setup_model(): pass on what was overridden, so that
-        # the settings of a file saved by release 0.1.0 apply only where the caller did not override them.
+        # the settings of a file that pickled the controller apply only where the caller did not override them.
         overrides = {**(custom_objects or {}), **kwargs}
         return super().load(
             path,

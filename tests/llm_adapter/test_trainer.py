@@ -38,6 +38,7 @@ def _metrics(output_dir: Path) -> list[dict[str, float]]:
     return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_script_end_to_end_reward_rises(tmp_path: Path) -> None:
     """`r2vpo-llm toy-setup` then `python -m llm_adapter train`: the toy task's mean reward rises clearly."""
     subprocess.run([sys.executable, "-m", "llm_adapter", "toy-setup", str(tmp_path)], check=True, capture_output=True)

@@ -309,6 +309,7 @@ def test_trl_aggregation_sums_over_micro_batches_to_the_step_loss() -> None:
         aggregate_like_trl(per_token, mask, "cispo", accumulation_steps=1, training=True, **settings)
 
 
+@pytest.mark.slow
 def test_example_script_runs(tmp_path: Path) -> None:
     import subprocess
     import sys

@@ -103,7 +103,7 @@ def test_policy_save_load(tmp_path, tiny_kwargs: dict) -> None:
 
 
 DATA = pathlib.Path(__file__).parent.parent / "data"
-#: The controller pickled in tests/data/r2vpo_v0.1.0.zip (saved by release 0.1.0 with these settings).
+#: The controller pickled in tests/data/r2vpo_v0.1.0.zip (saved with these settings by 0.1.0 before the plain-data format).
 LEGACY_STATE = {"value": 0.4980505347776556, "var_coef_lr": 3.0, "var_coef_max": 50.0, "n_steps": 8}
 
 
@@ -129,7 +129,7 @@ def test_dual_state_is_saved_as_plain_data(tmp_path, tiny_kwargs: dict) -> None:
 
 
 @pytest.mark.parametrize("how", ["kwargs", "custom_objects"])
-@pytest.mark.parametrize("source", ["current", "release 0.1.0"])
+@pytest.mark.parametrize("source", ["current", "pickled controller (0.1.0)"])
 def test_load_overrides_of_the_dual_settings_take_effect(tmp_path, tiny_kwargs: dict, how: str, source: str) -> None:
     if source == "current":
         path = tmp_path / "model.zip"
@@ -163,7 +163,7 @@ def test_a_var_coef_max_below_the_saved_lam_is_refused(tmp_path, tiny_kwargs: di
 
 
 @pytest.mark.parametrize("algorithm", [R2VPO, R2VPOOff])
-def test_files_saved_by_release_0_1_0_still_load(tmp_path, algorithm: type[R2VPO]) -> None:
+def test_files_with_a_pickled_controller_still_load(tmp_path, algorithm: type[R2VPO]) -> None:
     name = "r2vpo_v0.1.0.zip" if algorithm is R2VPO else "r2vpo_off_v0.1.0.zip"
     loaded = algorithm.load(DATA / name, env=make_vec_env("Pendulum-v1", n_envs=1, seed=0))
     controller = loaded.var_coef_controller

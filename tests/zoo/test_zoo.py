@@ -73,6 +73,7 @@ def test_target_var_schedules_in_yml() -> None:
         _preprocess_extra_schedules({"target_var": "exp_0.1"})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", ["r2vpo", "r2vpo_off"])
 @pytest.mark.parametrize(("env_id", "enjoy_steps"), [("CartPole-v1", "600"), ("dm_control/cartpole-swingup-v0", "1001")])
 def test_train_enjoy_and_plot(algo: str, env_id: str, enjoy_steps: str, tmp_path: Path) -> None:
@@ -103,6 +104,7 @@ def test_dm_control_episode_end_is_a_truncation() -> None:
     assert truncated and not terminated and steps == 1000
 
 
+@pytest.mark.slow
 def test_optimize_with_journal_storage_then_reload_a_trial(tmp_path: Path) -> None:
     common = ["--algo", "r2vpo", "--env", "Pendulum-v1", "-f", "logs", "--storage", "study.log", "--study-name", "s"]
     optimize = zoo(
@@ -146,7 +148,11 @@ SHIPPED_ENTRIES = sorted(k for k in yaml.safe_load(hyperparams_path("r2vpo").rea
 
 
 @pytest.mark.parametrize("algo", ["r2vpo", "r2vpo_off"])
-@pytest.mark.parametrize("env_id", SHIPPED_ENTRIES)
+# One entry stays in the fast loop; the CLI start-up makes each of the others a few seconds.
+@pytest.mark.parametrize(
+    "env_id",
+    [env_id if env_id == "CartPole-v1" else pytest.param(env_id, marks=pytest.mark.slow) for env_id in SHIPPED_ENTRIES],
+)
 def test_every_shipped_entry_builds_and_trains(algo: str, env_id: str, tmp_path: Path) -> None:
     """
     Every shipped entry builds (wrappers, normalization, policy kwargs, constructor) and completes an update through
@@ -158,6 +164,7 @@ def test_every_shipped_entry_builds_and_trains(algo: str, env_id: str, tmp_path:
 @pytest.mark.skipif(
     ctypes.util.find_library("EGL") is None, reason="headless MuJoCo rendering needs libEGL (apt-get install libegl1)"
 )
+@pytest.mark.slow
 def test_record_video_headless_dm_control(tmp_path: Path) -> None:
     env_id = "dm_control/cartpole-swingup-v0"
     train_quickly("r2vpo", env_id, tmp_path)
@@ -208,6 +215,7 @@ gym.register("NanOnceCartPole-v0", entry_point=lambda **kwargs: NanOnceCartPole(
 '''
 
 
+@pytest.mark.slow
 def test_a_diverging_trial_is_pruned_not_a_crash(tmp_path: Path) -> None:
     (tmp_path / "nan_once_env.py").write_text(NAN_ENV_MODULE)
     (tmp_path / "conf.yml").write_text("NanOnceCartPole-v0:\n  n_timesteps: 256\n  policy: MlpPolicy\n")
