@@ -214,12 +214,15 @@ class R2VPO(OnPolicyAlgorithm):
             self._setup_model()
 
     def _check_buffer_size(self, n_envs: int) -> None:
-        buffer_size = n_envs * self.n_steps
-        if self.normalize_advantage and buffer_size <= 1:
+        if self.normalize_advantage and n_envs * self.n_steps <= 1:
             raise ValueError(
                 f"n_steps * n_envs must be > 1 when normalize_advantage=True (advantage normalization), "
                 f"got n_steps={self.n_steps} and n_envs={n_envs}"
             )
+        self._warn_about_truncated_minibatches(n_envs)
+
+    def _warn_about_truncated_minibatches(self, n_envs: int) -> None:
+        buffer_size = n_envs * self.n_steps
         if buffer_size % self.batch_size > 0:
             warnings.warn(
                 f"You have specified a mini-batch size of {self.batch_size}, but because the rollout buffer is of size "

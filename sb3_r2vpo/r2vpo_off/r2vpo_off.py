@@ -170,13 +170,8 @@ class R2VPOOff(R2VPO):
         if _init_setup_model:
             self._setup_model()
 
-    def _check_buffer_size(self, n_envs: int) -> None:
+    def _warn_about_truncated_minibatches(self, n_envs: int) -> None:
         fresh = n_envs * self.n_steps
-        if self.normalize_advantage and fresh <= 1:
-            raise ValueError(
-                f"n_steps * n_envs must be > 1 when normalize_advantage=True (advantage normalization), "
-                f"got n_steps={self.n_steps} and n_envs={n_envs}"
-            )
         # Once the replay is full, an iteration draws successive permutations of the stored transitions.
         sizes = minibatch_sizes(self._samples_per_iteration(n_envs), self.replay_capacity * fresh, self.batch_size)
         smaller = [size for size in sizes if size < self.batch_size]
