@@ -21,7 +21,7 @@ def test_version_and_exports() -> None:
 def test_import_does_not_pull_heavy_optional_dependencies() -> None:
     code = (
         "import sys, sb3_r2vpo, sb3_r2vpo.core; "
-        "print(sorted(m for m in ('rl_zoo3', 'optuna', 'transformers', 'vllm', 'trl') if m in sys.modules))"
+        "print(sorted(m for m in ('rl_zoo3', 'optuna', 'transformers', 'vllm', 'trl', 'verl', 'ray') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

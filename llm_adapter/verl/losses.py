@@ -42,9 +42,7 @@ def _aggregate(
 ) -> th.Tensor:
     if rollout_is_weights is not None:
         per_token_loss = per_token_loss * rollout_is_weights
-    return agg_loss(
-        loss_mat=per_token_loss, loss_mask=response_mask, loss_agg_mode=loss_agg_mode, **config.global_batch_info
-    )
+    return agg_loss(loss_mat=per_token_loss, loss_mask=response_mask, loss_agg_mode=loss_agg_mode, **config.global_batch_info)
 
 
 @register_policy_loss("r2vpo")

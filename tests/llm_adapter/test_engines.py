@@ -71,3 +71,9 @@ def test_importing_the_adapter_does_not_import_vllm_or_trl() -> None:
         "assert not {'vllm', 'trl'} & set(sys.modules), sorted({'vllm', 'trl'} & set(sys.modules))"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("verl") is not None, reason="verl is installed")
+def test_the_verl_adapter_without_verl_names_the_extra() -> None:
+    with pytest.raises(ImportError, match=r"pip install 'sb3-r2vpo\[verl\]'"):
+        importlib.import_module("llm_adapter.verl")

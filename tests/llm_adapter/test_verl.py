@@ -12,16 +12,16 @@ import torch.multiprocessing as mp
 
 pytest.importorskip("verl", reason="needs the [verl] extra (CI installs it in its own environment)")
 
-from hydra.errors import InstantiationException  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-from verl.trainer.ppo.core_algos import get_policy_loss_fn  # noqa: E402
-from verl.utils.config import omega_conf_to_dataclass  # noqa: E402
-from verl.workers.config import FSDPActorConfig  # noqa: E402
+from hydra.errors import InstantiationException
+from omegaconf import OmegaConf
+from verl.trainer.ppo.core_algos import get_policy_loss_fn
+from verl.utils.config import omega_conf_to_dataclass
+from verl.workers.config import FSDPActorConfig
 
-from llm_adapter.verl import DUAL_STATE_KEY, REGISTERED_LOSSES, R2VPOPolicyLossConfig, dual_state  # noqa: E402
-from llm_adapter.verl.dual import reset_dual_state  # noqa: E402
-from sb3_r2vpo.core.dual import VarCoefController  # noqa: E402
-from sb3_r2vpo.core.objectives import gppo_objective, r2vpo_objective, spo_objective, topr_objective  # noqa: E402
+from llm_adapter.verl import DUAL_STATE_KEY, REGISTERED_LOSSES, R2VPOPolicyLossConfig, dual_state
+from llm_adapter.verl.dual import reset_dual_state
+from sb3_r2vpo.core.dual import VarCoefController
+from sb3_r2vpo.core.objectives import gppo_objective, r2vpo_objective, spo_objective, topr_objective
 
 AGG_MODES = ["token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
 SETTINGS = {"var_coef": "auto_0.5", "target_var": 1e-4, "var_coef_lr": 2.0}
@@ -105,7 +105,7 @@ def test_r2vpo_loss_and_gradient_equal_the_core(mode: str, global_info: dict, we
     (gradient,) = th.autograd.grad(loss, data["log_prob"])
 
     log_prob = data["log_prob"].detach().clone().requires_grad_()
-    per_token, stats = r2vpo_objective(log_prob, data["old_log_prob"], data["advantages"], var_coef=0.5)
+    per_token, _ = r2vpo_objective(log_prob, data["old_log_prob"], data["advantages"], var_coef=0.5)
     if weighted:
         per_token = per_token * weights
     expected = reference_aggregate(per_token, data["response_mask"], mode, global_info)
@@ -193,8 +193,13 @@ def test_forward_only_calls_do_not_count() -> None:
     data = micro_batch(2)
     with th.no_grad():
         get_policy_loss_fn("r2vpo")(
-            data["old_log_prob"], data["log_prob"], data["advantages"], data["response_mask"], "token-mean",
-            actor_config(), None,
+            data["old_log_prob"],
+            data["log_prob"],
+            data["advantages"],
+            data["response_mask"],
+            "token-mean",
+            actor_config(),
+            None,
         )
     assert dual_state().pending is None
 
@@ -264,7 +269,12 @@ def test_lam_agrees_across_two_processes_with_uneven_micro_batches(tmp_path) -> 
 def test_settings_come_through_verls_config_system() -> None:
     """What hydra gives verl for ``policy_loss`` (verl's yaml plus the user's overrides) builds our config."""
     node = OmegaConf.create(
-        {"_target_": "llm_adapter.verl.R2VPOPolicyLossConfig", "loss_mode": "r2vpo", "var_coef": "auto_0.3", "target_var": 0.01}
+        {
+            "_target_": "llm_adapter.verl.R2VPOPolicyLossConfig",
+            "loss_mode": "r2vpo",
+            "var_coef": "auto_0.3",
+            "target_var": 0.01,
+        }
     )
     config = omega_conf_to_dataclass(node)
     assert isinstance(config, R2VPOPolicyLossConfig)
@@ -281,3 +291,113 @@ def test_r2vpo_without_its_config_is_a_clear_error() -> None:
         get_policy_loss_fn("r2vpo")(
             data["old_log_prob"], data["log_prob"], data["advantages"], data["response_mask"], "token-mean", plain, None
         )
+
+
+def test_optimizer_steps_through_verls_actor_loss_with_a_tiny_model(tiny_model_dir) -> None:
+    """
+    verl's actor loss (``verl.workers.utils.losses.ppo_loss``, what its TrainingWorker runs per micro-batch) on a tiny
+    Qwen2, three AdamW steps of two micro-batches: ``lam`` moves exactly as the core's controller says. (verl's
+    engines, which would run this loop themselves, register only for CUDA and NPU devices.)
+    """
+    from tensordict import TensorDict
+    from transformers import AutoModelForCausalLM
+    from verl.utils import tensordict_utils as tu
+    from verl.workers.utils.losses import ppo_loss
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    generator = th.Generator().manual_seed(0)
+    prompt_len, response_len, vocab = 3, 4, model.config.vocab_size
+
+    def make_micro_batch(lengths: list[int]) -> TensorDict:
+        batch = len(lengths)
+        prompts = th.randint(1, vocab, (batch, prompt_len), generator=generator)
+        responses = th.randint(1, vocab, (batch, response_len), generator=generator)
+        response_mask = (th.arange(response_len)[None, :] < th.tensor(lengths)[:, None]).long()
+        data = TensorDict(
+            {
+                "prompts": prompts,
+                "responses": responses,
+                "attention_mask": th.cat([th.ones(batch, prompt_len, dtype=th.long), response_mask], dim=1),
+                "response_mask": response_mask,
+                "advantages": th.randn(batch, 1, generator=generator).expand(batch, response_len).contiguous(),
+            },
+            batch_size=[batch],
+        )
+        data["old_log_probs"] = th.zeros(batch, response_len)
+        return data
+
+    def flat_log_probs(data: TensorDict) -> th.Tensor:
+        """Per-token log-probs in verl's no-padding layout: position i holds log p(token i + 1 | tokens <= i)."""
+        values = []
+        for row in range(data.batch_size[0]):
+            length = prompt_len + int(data["response_mask"][row].sum())
+            tokens = th.cat([data["prompts"][row], data["responses"][row]])[:length]
+            logits = model(tokens[None]).logits[0].float()
+            next_tokens = th.cat([tokens[1:], tokens[:1]])  # the last position is never read by verl
+            values.append(th.log_softmax(logits, dim=-1).gather(-1, next_tokens[:, None]).squeeze(-1))
+        return th.cat(values)
+
+    def response_log_probs(data: TensorDict) -> th.Tensor:
+        out = th.zeros(data.batch_size[0], response_len)
+        flat, offset = flat_log_probs(data).detach(), 0
+        for row in range(data.batch_size[0]):
+            length = int(data["response_mask"][row].sum())
+            out[row, :length] = flat[offset + prompt_len - 1 : offset + prompt_len - 1 + length]
+            offset += prompt_len + length
+        return out
+
+    # One generation: behavior log-probs from the model before any update (verl's compute_log_prob).
+    micro_batches = [make_micro_batch([4, 2]), make_micro_batch([3, 4, 1])]
+    with th.no_grad():
+        for data in micro_batches:
+            data["old_log_probs"] = response_log_probs(data)
+    tokens = sum(int(data["response_mask"].sum()) for data in micro_batches)
+    config = FSDPActorConfig(
+        strategy="fsdp",
+        rollout_n=1,
+        ppo_micro_batch_size_per_gpu=3,
+        policy_loss=R2VPOPolicyLossConfig(var_coef="auto_0.5", target_var=1e-6, var_coef_lr=50.0),
+    )
+    optimizer = th.optim.AdamW(model.parameters(), lr=3e-2)
+    controller = VarCoefController("auto_0.5", target_var=1e-6, var_coef_lr=50.0, var_coef_max=100.0)
+    logged_lams = []
+    for _ in range(3):
+        optimizer.zero_grad()
+        step_stats = None
+        for data in micro_batches:
+            tu.assign_non_tensor(data, dp_size=1, batch_num_tokens=tokens, global_batch_size=5)
+            log_probs = flat_log_probs(data)
+            loss, metrics = ppo_loss(config, {"log_probs": log_probs}, data)
+            loss.backward()
+            logged_lams.append(metrics["r2vpo/lam"].values[0])
+            _, stats = r2vpo_objective(
+                response_log_probs(data), data["old_log_probs"], data["advantages"], mask=data["response_mask"].bool()
+            )
+            step_stats = stats if step_stats is None else step_stats.merge(stats)
+        optimizer.step()
+        assert step_stats is not None
+        controller.step(step_stats.summarize()["ratio_var"])
+
+    state = dual_state().controller
+    assert state is not None and state.n_steps == 3
+    assert state.value == pytest.approx(controller.value, rel=1e-5)
+    # One lam per optimizer step. The first step is on-policy (ratio exactly 1, variance 0 < target): lam falls by
+    # var_coef_lr * target_var; once the policy has moved, the variance exceeds the tiny target and lam rises.
+    assert logged_lams[0] == logged_lams[1] == 0.5
+    assert logged_lams[2] == logged_lams[3] == pytest.approx(0.5 - 50.0 * 1e-6)
+    assert logged_lams[4] == logged_lams[5] > logged_lams[2] and state.value > logged_lams[4]
+
+
+def test_installing_the_extra_registers_the_losses_in_every_verl_process() -> None:
+    """verl loads the ``verl.plugins`` entry point on ``import verl``, as each Ray worker does: nothing else is needed."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, verl; from verl.trainer.ppo.core_algos import get_policy_loss_fn; "
+        "print(get_policy_loss_fn('r2vpo').__module__, 'llm_adapter.verl' in sys.modules)"
+    )
+    env = {**os.environ, "VERL_USE_EXTERNAL_PLUGINS": "auto"}
+    env.pop("VERL_USE_EXTERNAL_MODULES", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.split()[-2:] == ["llm_adapter.verl.losses", "True"]
