@@ -1,16 +1,48 @@
 """FIFO replay of whole past rollouts for R2VPO-OFF, stored in preallocated arrays."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
+from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.preprocessing import get_action_dim, get_obs_shape, is_image_space
 
 TensorObs = th.Tensor | dict[str, th.Tensor]
+NumpyObs = np.ndarray | dict[str, np.ndarray]
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+@dataclass(frozen=True)
+class InputNormalization:
+    """
+    How the replay's stored raw inputs become what the policy and the critic see now.
+
+    The replay keeps raw observations and rewards (as SB3's off-policy ``ReplayBuffer`` does with ``VecNormalize``)
+    and normalizes them when they are used, with the current statistics, so that stale data are evaluated on the
+    inputs today's normalization gives them.
+
+    :param observations: raw observation batch (array, or dict of arrays) -> normalized batch
+    :param rewards: raw rewards -> normalized rewards
+    """
+
+    observations: Callable[[NumpyObs], NumpyObs] = _identity
+    rewards: Callable[[np.ndarray], np.ndarray] = _identity
+
+    @classmethod
+    def of(cls, vec_normalize: Any | None) -> "InputNormalization":
+        """The current statistics of a ``VecNormalize`` wrapper (None: no normalization)."""
+        if vec_normalize is None:
+            return cls()
+        return cls(observations=vec_normalize.normalize_obs, rewards=vec_normalize.normalize_reward)
+
+
+NO_NORMALIZATION = InputNormalization()
 
 
 class ReplayBufferSamples(NamedTuple):
@@ -30,19 +62,18 @@ class TimeoutRecord:
     """
     Episodes of one rollout that were cut by a time limit, needed to re-bootstrap them with a newer critic.
 
-    SB3 adds ``gamma * V(terminal_observation)`` to the reward of a truncated step at collection time;
-    keeping the terminal observations and that value lets the replay swap in the current critic's value.
+    SB3 adds ``gamma * V(terminal_observation)`` to the reward of a truncated step at collection time; the replay
+    stores rewards without it and adds the current critic's value of the (raw, then currently normalized) terminal
+    observation whenever it recomputes the advantages.
 
     :param steps: step index of each truncation
     :param envs: env index of each truncation
-    :param observations: the terminal observations (array, or dict of arrays), one row per truncation
-    :param bootstrap_values: ``V(terminal_observation)`` used at collection time
+    :param observations: the raw terminal observations (array, or dict of arrays), one row per truncation
     """
 
     steps: np.ndarray
     envs: np.ndarray
     observations: np.ndarray | dict[str, np.ndarray]
-    bootstrap_values: np.ndarray
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -147,7 +178,9 @@ class RolloutReplayBuffer:
     FIFO of the last ``capacity`` rollouts (iterations) of an on-policy algorithm, for R2VPO-OFF.
 
     Every transition keeps the log-probability of the policy that collected it (``log_probs``), so stale
-    data is always weighted against its true behavior policy. All storage is preallocated as
+    data is always weighted against its true behavior policy. Observations and rewards are stored raw (before
+    ``VecNormalize``, and rewards without SB3's time-limit bootstrap) and normalized when used
+    (:class:`InputNormalization`). All storage is preallocated as
     ``[capacity, n_steps, n_envs, ...]`` arrays. Flat indices follow SB3's ``RolloutBuffer``
     (``slot * n_steps * n_envs + env * n_steps + step``), so with one slot the minibatches are the same.
 
@@ -195,6 +228,10 @@ class RolloutReplayBuffer:
         self.timeouts: list[TimeoutRecord | None] = [None] * capacity
         self.next_slot = 0
         self.n_rollouts = 0
+        self.format_version = self.FORMAT_VERSION
+
+    #: 2: raw observations and rewards without the time-limit bootstrap (1, before: as the rollout buffer held them).
+    FORMAT_VERSION = 2
 
     @property
     def transitions_per_rollout(self) -> int:
@@ -211,7 +248,10 @@ class RolloutReplayBuffer:
     def add(
         self,
         rollout_buffer: RolloutBuffer,
-        last_observation: np.ndarray | dict[str, np.ndarray],
+        *,
+        observations: NumpyObs,
+        last_observation: NumpyObs,
+        rewards: np.ndarray,
         last_dones: np.ndarray,
         timeouts: TimeoutRecord,
         iteration: int,
@@ -219,8 +259,11 @@ class RolloutReplayBuffer:
         """
         Copy a complete rollout in, evicting the oldest one when full.
 
-        :param rollout_buffer: SB3's rollout buffer, full, before its first ``get()`` (not yet flattened)
-        :param last_observation: observation after the last step (to bootstrap the rollout's end)
+        :param rollout_buffer: SB3's rollout buffer, full, before its first ``get()`` (not yet flattened): actions,
+            episode starts, values, behavior log-probabilities, advantages and returns come from it
+        :param observations: the rollout's raw observations, ``[n_steps, n_envs, ...]`` (dict of arrays for Dict spaces)
+        :param last_observation: raw observation after the last step (to bootstrap the rollout's end)
+        :param rewards: the raw rewards, ``[n_steps, n_envs]``, without the time-limit bootstrap
         :param last_dones: whether each env's last step ended its episode
         :param timeouts: the rollout's time-limit truncations
         :param iteration: the training iteration that collected it (staleness is measured against it)
@@ -229,17 +272,14 @@ class RolloutReplayBuffer:
         if not rollout_buffer.full or rollout_buffer.generator_ready:
             raise ValueError("add() needs a full rollout buffer that has not been flattened by get() yet")
         slot = self.next_slot
-        source_obs = (
-            rollout_buffer.observations
-            if isinstance(rollout_buffer, DictRolloutBuffer)
-            else {None: rollout_buffer.observations}
-        )
+        source_obs = observations if isinstance(observations, dict) else {None: observations}
         last_obs = last_observation if isinstance(last_observation, dict) else {None: last_observation}
         for key in self._layout:
-            self.observations[key][slot] = source_obs[key]  # type: ignore[index]
+            self.observations[key][slot] = np.asarray(source_obs[key]).reshape(self.observations[key][slot].shape)  # type: ignore[index]
             self.last_observations[key][slot] = np.asarray(last_obs[key]).reshape(self.last_observations[key][slot].shape)  # type: ignore[index]
         self.actions[slot] = rollout_buffer.actions.reshape(self.actions[slot].shape)
-        for name in ("rewards", "episode_starts", "values", "log_probs", "advantages", "returns"):
+        self.rewards[slot] = rewards
+        for name in ("episode_starts", "values", "log_probs", "advantages", "returns"):
             getattr(self, name)[slot] = getattr(rollout_buffer, name)
         self.last_dones[slot] = last_dones
         self.iterations[slot] = iteration
@@ -248,29 +288,39 @@ class RolloutReplayBuffer:
         self.n_rollouts = min(self.n_rollouts + 1, self.capacity)
         return slot
 
-    def recompute_advantages(self, policy: Any, gamma: float, gae_lambda: float, chunk_size: int = 4096) -> None:
+    def recompute_advantages(
+        self,
+        policy: Any,
+        gamma: float,
+        gae_lambda: float,
+        normalization: InputNormalization = NO_NORMALIZATION,
+        chunk_size: int = 4096,
+    ) -> None:
         """
         Re-evaluate every stored observation with the current critic and recompute GAE advantages and returns.
 
-        Time-limit truncations are re-bootstrapped with the current critic's value of the terminal observation.
+        Observations and rewards are normalized with ``normalization`` (today's statistics); each time-limit
+        truncation's reward gets ``gamma * V(terminal_observation)`` from the current critic.
 
         :param policy: an SB3 actor-critic policy (``predict_values``), in evaluation mode
         :param gamma: discount
         :param gae_lambda: GAE's lambda
+        :param normalization: how raw inputs are normalized now
         :param chunk_size: observations per critic forward pass
         """
         slots = np.array(self.slots_oldest_first())
         if len(slots) == 0:
             return
-        values = self._predict_values(policy, {k: v[slots] for k, v in self.observations.items()}, chunk_size)
-        last_values = self._predict_values(policy, {k: v[slots] for k, v in self.last_observations.items()}, chunk_size)
-        rewards = self.rewards[slots].copy()
+        values = self._predict_values(policy, {k: v[slots] for k, v in self.observations.items()}, normalization, chunk_size)
+        last_observations = {k: v[slots] for k, v in self.last_observations.items()}
+        last_values = self._predict_values(policy, last_observations, normalization, chunk_size)
+        rewards = normalization.rewards(self.rewards[slots]).astype(np.float32)
         for row, slot in enumerate(slots):
             record = self.timeouts[slot]
             if record is not None and len(record) > 0:
                 observations = record.observations if isinstance(record.observations, dict) else {None: record.observations}
-                new_bootstrap = self._predict_values(policy, observations, chunk_size)
-                rewards[row, record.steps, record.envs] += gamma * (new_bootstrap - record.bootstrap_values)
+                bootstrap = self._predict_values(policy, observations, normalization, chunk_size)
+                rewards[row, record.steps, record.envs] += gamma * bootstrap
         advantages, returns = generalized_advantages(
             rewards, values, self.episode_starts[slots], last_values, self.last_dones[slots], gamma, gae_lambda
         )
@@ -278,7 +328,20 @@ class RolloutReplayBuffer:
         self.advantages[slots] = advantages
         self.returns[slots] = returns
 
-    def _predict_values(self, policy: Any, observations: dict[str | None, np.ndarray], chunk_size: int) -> np.ndarray:
+    def _normalized(self, observations: dict[str | None, np.ndarray], normalization: InputNormalization) -> TensorObs:
+        """A flat batch of raw observations, normalized and as tensors."""
+        raw: NumpyObs = observations[None] if None in observations else {str(k): v for k, v in observations.items()}
+        normalized = normalization.observations(raw)
+        as_dict = normalized if isinstance(normalized, dict) else {None: normalized}
+        return self._to_tensor_obs(as_dict)  # type: ignore[arg-type]
+
+    def _predict_values(
+        self,
+        policy: Any,
+        observations: dict[str | None, np.ndarray],
+        normalization: InputNormalization,
+        chunk_size: int,
+    ) -> np.ndarray:
         first = next(iter(observations.values()))
         batch_shape = first.shape[: first.ndim - len(self._layout[next(iter(observations))][0])]
         flat = {key: value.reshape(-1, *self._layout[key][0]) for key, value in observations.items()}
@@ -287,7 +350,9 @@ class RolloutReplayBuffer:
         with th.no_grad():
             for start in range(0, n, chunk_size):
                 chunk = {key: value[start : start + chunk_size] for key, value in flat.items()}
-                out[start : start + chunk_size] = policy.predict_values(self._to_tensor_obs(chunk)).flatten().cpu().numpy()
+                out[start : start + chunk_size] = (
+                    policy.predict_values(self._normalized(chunk, normalization)).flatten().cpu().numpy()
+                )
         return out.reshape(batch_shape)
 
     def _to_tensor_obs(self, observations: dict[str | None, np.ndarray]) -> TensorObs:
@@ -316,12 +381,15 @@ class RolloutReplayBuffer:
                 yield permutation[start : start + batch_size]
             drawn += len(permutation)
 
-    def get_samples(self, flat_indices: np.ndarray, iteration: int) -> ReplayBufferSamples:
+    def get_samples(
+        self, flat_indices: np.ndarray, iteration: int, normalization: InputNormalization = NO_NORMALIZATION
+    ) -> ReplayBufferSamples:
         """
-        The transitions at ``flat_indices`` as tensors.
+        The transitions at ``flat_indices`` as tensors, observations normalized with today's statistics.
 
         :param flat_indices: indices ``slot * n_steps * n_envs + env * n_steps + step``
         :param iteration: the current iteration, for the ages
+        :param normalization: how raw observations are normalized now
         """
         slot, within = np.divmod(flat_indices, self.transitions_per_rollout)
         env, step = np.divmod(within, self.n_steps)
@@ -329,7 +397,8 @@ class RolloutReplayBuffer:
         def take(array: np.ndarray) -> th.Tensor:
             return th.as_tensor(array[slot, step, env], device=self.device)
 
-        observations = self._to_tensor_obs({key: value[slot, step, env] for key, value in self.observations.items()})
+        raw = {key: value[slot, step, env] for key, value in self.observations.items()}
+        observations = self._normalized(raw, normalization)
         return ReplayBufferSamples(
             observations=observations,
             actions=take(self.actions),

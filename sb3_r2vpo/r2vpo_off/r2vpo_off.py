@@ -20,6 +20,7 @@ from sb3_r2vpo.core.validation import check_int
 from sb3_r2vpo.r2vpo.metrics import MinibatchMetrics
 from sb3_r2vpo.r2vpo.r2vpo import R2VPO
 from sb3_r2vpo.r2vpo_off.buffers import (
+    InputNormalization,
     ReplayBufferSamples,
     RolloutReplayBuffer,
     TimeoutRecord,
@@ -210,34 +211,48 @@ class R2VPOOff(R2VPO):
             self.replay_capacity, self.n_steps, self.n_envs, self.observation_space, self.action_space, self.device
         )
         self._pending_timeouts: list[tuple[int, int, Any, float]] = []
+        self._raw_observations: list[Any] = []
+        self._raw_rewards: list[np.ndarray] = []
 
     def _excluded_save_params(self) -> list[str]:
         # The replay is saved separately (save_replay_buffer), as SB3's off-policy algorithms do.
-        return [*super()._excluded_save_params(), "replay_buffer", "_pending_timeouts"]
+        return [*super()._excluded_save_params(), "replay_buffer", "_pending_timeouts", "_raw_observations", "_raw_rewards"]
 
     def collect_rollouts(
         self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
     ) -> bool:
         self._pending_timeouts = []
+        self._raw_rewards = []
+        # With VecNormalize the replay keeps raw inputs (as SB3's off-policy algorithms do): the raw observation
+        # before each step, kept here step by step, is normalized with the statistics of the time it is used.
+        vec_normalize = self._vec_normalize_env
+        self._raw_observations = [] if vec_normalize is None else [vec_normalize.get_original_obs()]
         return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
 
     def _update_info_buffer(self, infos: list[dict[str, Any]], dones: np.ndarray | None = None) -> None:
         super()._update_info_buffer(infos, dones)
         if dones is None:
             return
+        vec_normalize = self._vec_normalize_env
+        if vec_normalize is not None:
+            self._raw_observations.append(vec_normalize.get_original_obs())
+            self._raw_rewards.append(vec_normalize.get_original_reward())
         # Keep what SB3 is about to bootstrap a time-limit truncation with, so the replay can re-bootstrap it later.
         for env_index, done in enumerate(dones):
             info = infos[env_index]
             if done and info.get("terminal_observation") is not None and info.get("TimeLimit.truncated", False):
-                terminal_obs = self.policy.obs_to_tensor(info["terminal_observation"])[0]
+                terminal_obs = info["terminal_observation"]
                 with th.no_grad():
-                    value = float(self.policy.predict_values(terminal_obs)[0].item())
-                self._pending_timeouts.append((self.rollout_buffer.pos, env_index, info["terminal_observation"], value))
+                    value = float(self.policy.predict_values(self.policy.obs_to_tensor(terminal_obs)[0])[0].item())
+                if vec_normalize is not None:
+                    # VecNormalize replaced the raw terminal observation by its normalization with this step's
+                    # statistics; invert it (exact unless an entry was clipped at clip_obs standard deviations).
+                    terminal_obs = vec_normalize.unnormalize_obs(terminal_obs)
+                self._pending_timeouts.append((self.rollout_buffer.pos, env_index, terminal_obs, value))
 
     def _timeout_record(self) -> TimeoutRecord:
         steps = np.array([t[0] for t in self._pending_timeouts], dtype=np.int64)
         envs = np.array([t[1] for t in self._pending_timeouts], dtype=np.int64)
-        values = np.array([t[3] for t in self._pending_timeouts], dtype=np.float32)
         observations: np.ndarray | dict[str, np.ndarray]
         # get_obs_shape, as SB3's buffers: a Discrete observation is stored as shape (1,), not ().
         if isinstance(self.observation_space, spaces.Dict):
@@ -249,7 +264,27 @@ class R2VPOOff(R2VPO):
             observations = np.array([t[2] for t in self._pending_timeouts]).reshape(
                 len(steps), *get_obs_shape(self.observation_space)
             )
-        return TimeoutRecord(steps, envs, observations, values)
+        return TimeoutRecord(steps, envs, observations)
+
+    def _raw_rollout(self) -> tuple[Any, Any, np.ndarray]:
+        """The fresh rollout's raw observations, raw last observation and rewards without time-limit bootstraps."""
+        vec_normalize = self._vec_normalize_env
+        if vec_normalize is None:
+            rewards = self.rollout_buffer.rewards.copy()
+            for step, env_index, _, value in self._pending_timeouts:
+                rewards[step, env_index] -= self.gamma * value  # SB3 added gamma * V(terminal) at collection
+            return self.rollout_buffer.observations, self._last_obs, rewards
+        if len(self._raw_observations) != self.n_steps + 1:
+            raise RuntimeError(
+                f"R2VPOOff kept {len(self._raw_observations)} raw observations for a rollout of n_steps={self.n_steps}: "
+                "collect_rollouts() was bypassed"
+            )
+        first = self._raw_observations[0]
+        if isinstance(first, dict):
+            observations: Any = {key: np.stack([obs[key] for obs in self._raw_observations[:-1]]) for key in first}
+        else:
+            observations = np.stack(self._raw_observations[:-1])
+        return observations, self._raw_observations[-1], np.stack(self._raw_rewards).astype(np.float32)
 
     def train(self) -> None:
         """
@@ -258,18 +293,27 @@ class R2VPOOff(R2VPO):
         """
         self._replay_iteration += 1
         assert self._last_obs is not None and self._last_episode_starts is not None, "train() needs a collected rollout"
+        observations, last_observation, rewards = self._raw_rollout()
         self.replay_buffer.add(
-            self.rollout_buffer, self._last_obs, self._last_episode_starts, self._timeout_record(), self._replay_iteration
+            self.rollout_buffer,
+            observations=observations,
+            last_observation=last_observation,
+            rewards=rewards,
+            last_dones=self._last_episode_starts,
+            timeouts=self._timeout_record(),
+            iteration=self._replay_iteration,
         )
         if self.recompute_advantages and self.replay_buffer.n_rollouts > 1:
             self.policy.set_training_mode(False)
-            self.replay_buffer.recompute_advantages(self.policy, self.gamma, self.gae_lambda)
+            normalization = InputNormalization.of(self._vec_normalize_env)
+            self.replay_buffer.recompute_advantages(self.policy, self.gamma, self.gae_lambda, normalization)
         super().train()
 
     def _training_epochs(self) -> Iterator[Iterator[ReplayBufferSamples]]:  # type: ignore[override]
         fresh = self.n_steps * self.n_envs
         n_samples = self._samples_per_iteration(self.n_envs)
         iteration = self._replay_iteration
+        normalization = InputNormalization.of(self._vec_normalize_env)
         # Every drawn minibatch is used. A minibatch never spans two permutation passes, so with fewer stored
         # transitions than batch_size they are smaller than batch_size (as PPO's when its buffer is smaller),
         # and there are more of them; an "epoch" (for SB3's counters and target_kl) is ~ one fresh rollout's worth.
@@ -279,10 +323,10 @@ class R2VPOOff(R2VPO):
             epoch.append(batch)
             in_epoch += len(batch)
             if in_epoch >= fresh:
-                yield (self.replay_buffer.get_samples(indices, iteration) for indices in epoch)
+                yield (self.replay_buffer.get_samples(indices, iteration, normalization) for indices in epoch)
                 epoch, in_epoch = [], 0
         if epoch:
-            yield (self.replay_buffer.get_samples(indices, iteration) for indices in epoch)
+            yield (self.replay_buffer.get_samples(indices, iteration, normalization) for indices in epoch)
 
     def _extra_minibatch_stats(self, log_prob: th.Tensor, rollout_data: Any) -> dict[str, th.Tensor]:
         ratio = importance_ratio(log_prob.detach(), rollout_data.old_log_prob)
@@ -323,6 +367,13 @@ class R2VPOOff(R2VPO):
         buffer = load_from_pkl(path, self.verbose)
         if not isinstance(buffer, RolloutReplayBuffer):
             raise TypeError(f"{path} holds a {type(buffer).__name__}, not a RolloutReplayBuffer")
+        saved_format = getattr(buffer, "format_version", 1)
+        if saved_format != RolloutReplayBuffer.FORMAT_VERSION:
+            raise ValueError(
+                f"The replay in {path} was saved in format {saved_format} (rewards with SB3's time-limit bootstrap, "
+                f"observations as normalized at collection); this version reads format "
+                f"{RolloutReplayBuffer.FORMAT_VERSION} (raw observations and rewards): train without it, it refills"
+            )
         expected = (self.replay_capacity, self.n_steps, self.n_envs, self.observation_space, self.action_space)
         found = (buffer.capacity, buffer.n_steps, buffer.n_envs, buffer.observation_space, buffer.action_space)
         names = ("replay_capacity", "n_steps", "n_envs", "observation_space", "action_space")

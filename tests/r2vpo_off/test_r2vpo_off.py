@@ -17,9 +17,11 @@ from stable_baselines3.common.envs import (
     SimpleMultiObsEnv,
 )
 from stable_baselines3.common.logger import configure
+from stable_baselines3.common.vec_env import VecEnvWrapper, VecNormalize
 
 from sb3_r2vpo import R2VPO, R2VPOOff
 from sb3_r2vpo.r2vpo_off.buffers import (
+    InputNormalization,
     RolloutReplayBuffer,
     available_memory_bytes,
     generalized_advantages,
@@ -352,3 +354,75 @@ def test_batch_size_warning_matches_the_minibatches_drawn(
     drawn = [len(batch) for batch in model.replay_buffer.minibatch_indices(round(utd_ratio * n_steps), batch_size)]
     assert drawn == minibatch_sizes(round(utd_ratio * n_steps), replay_capacity * n_steps, batch_size)
     assert any(size < batch_size for size in drawn) == truncated
+
+
+class RawRecorder(VecEnvWrapper):
+    """Below VecNormalize: keeps every raw observation, reward and time-limit terminal observation it passes up."""
+
+    def reset(self) -> np.ndarray:
+        obs = self.venv.reset()
+        self.observations, self.rewards, self.terminals = [obs.copy()], [], []
+        return obs
+
+    def step_wait(self):
+        obs, rewards, dones, infos = self.venv.step_wait()
+        self.observations.append(obs.copy())
+        self.rewards.append(rewards.copy())
+        for index, done in enumerate(dones):
+            if done and infos[index].get("TimeLimit.truncated", False):
+                self.terminals.append(np.array(infos[index]["terminal_observation"], copy=True))
+        return obs, rewards, dones, infos
+
+
+def test_vec_normalize_replay_keeps_raw_inputs_and_normalizes_with_current_statistics() -> None:
+    recorder = RawRecorder(make_vec_env("Pendulum-v1", n_envs=1, seed=0))
+    env = VecNormalize(recorder, gamma=0.9)
+    model = R2VPOOff("MlpPolicy", env, n_steps=256, batch_size=64, replay_capacity=2, utd_ratio=1, gamma=0.9, seed=0)
+    model.learn(512)
+    buffer = model.replay_buffer
+    slot = int(np.where(buffer.iterations == 1)[0][0])
+
+    # Stored raw: what the env produced before VecNormalize, step by step, and the raw terminal observation.
+    np.testing.assert_array_equal(buffer.observations[None][slot, :, 0], np.concatenate(recorder.observations[:256]))
+    np.testing.assert_array_equal(buffer.last_observations[None][slot, 0], recorder.observations[256][0])
+    np.testing.assert_allclose(buffer.rewards[slot, :, 0], np.concatenate(recorder.rewards[:256]), rtol=1e-6)
+    record = buffer.timeouts[slot]
+    assert record is not None and record.steps.tolist() == [199]
+    np.testing.assert_allclose(record.observations[0], recorder.terminals[0], rtol=1e-5, atol=1e-5)
+
+    # Normalized when used, with today's statistics (SB3's formula written out, clip at 10 standard deviations).
+    mean, var = env.obs_rms.mean, env.obs_rms.var
+    raw = buffer.observations[None][slot, :8, 0]
+    expected_obs = np.clip((raw - mean) / np.sqrt(var + env.epsilon), -env.clip_obs, env.clip_obs)
+    normalization = InputNormalization.of(env)
+    samples = buffer.get_samples(slot * 256 + np.arange(8), iteration=2, normalization=normalization)
+    np.testing.assert_allclose(samples.observations.numpy(), expected_obs, rtol=1e-5, atol=1e-6)
+
+    # Recomputed targets equal SB3's GAE on the currently normalized rewards and observations, with the truncation
+    # re-bootstrapped by the current critic on the currently normalized terminal observation.
+    model.policy.set_training_mode(False)
+    buffer.recompute_advantages(model.policy, model.gamma, model.gae_lambda, normalization)
+    with th.no_grad():
+        normalized = np.clip((buffer.observations[None][slot, :, 0] - mean) / np.sqrt(var + env.epsilon), -10, 10)
+        values = model.policy.predict_values(th.as_tensor(normalized, dtype=th.float32)).numpy().reshape(256, 1)
+        last = np.clip((buffer.last_observations[None][slot] - mean) / np.sqrt(var + env.epsilon), -10, 10)
+        last_value = model.policy.predict_values(th.as_tensor(last, dtype=th.float32)).flatten()
+        terminal = np.clip((record.observations - mean) / np.sqrt(var + env.epsilon), -10, 10)
+        bootstrap = float(model.policy.predict_values(th.as_tensor(terminal, dtype=th.float32))[0, 0])
+    rewards = np.clip(buffer.rewards[slot] / np.sqrt(env.ret_rms.var + env.epsilon), -env.clip_reward, env.clip_reward)
+    rewards[199, 0] += model.gamma * bootstrap
+    reference = RolloutBuffer(256, env.observation_space, env.action_space, n_envs=1, gamma=0.9, gae_lambda=model.gae_lambda)
+    reference.rewards[:], reference.values[:] = rewards, values
+    reference.episode_starts[:] = buffer.episode_starts[slot]
+    reference.compute_returns_and_advantage(last_value, buffer.last_dones[slot])
+    np.testing.assert_allclose(buffer.advantages[slot], reference.advantages, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(buffer.returns[slot], reference.returns, rtol=1e-4, atol=1e-4)
+
+
+def test_a_replay_saved_in_the_old_format_is_refused(tmp_path) -> None:
+    model = R2VPOOff("MlpPolicy", "Pendulum-v1", replay_capacity=2, seed=0, **TINY)
+    model.learn(64)
+    model.replay_buffer.format_version = 1
+    model.save_replay_buffer(tmp_path / "old.pkl")
+    with pytest.raises(ValueError, match=r"format 1 .* reads format 2"):
+        model.load_replay_buffer(tmp_path / "old.pkl")
