@@ -401,11 +401,13 @@ class R2VPO(OnPolicyAlgorithm):
                 )
                 metrics.add(summary, lam, summed=extra_stats.keys())
 
-                # Approximate reverse KL for early stopping, as PPO (SB3 issue #417)
-                if self.target_kl is not None and summary["approx_kl"] > 1.5 * self.target_kl:
+                # Approximate reverse KL for early stopping, as PPO (SB3 issue #417): between the policy now and at the
+                # start of this update (R2VPO-OFF provides it; on-policy it is the KL to the behavior policy).
+                update_kl = summary.get("update_kl", summary["approx_kl"])
+                if self.target_kl is not None and update_kl > 1.5 * self.target_kl:
                     continue_training = False
                     if self.verbose >= 1:
-                        print(f"Early stopping at step {epoch} due to reaching max kl: {summary['approx_kl']:.2f}")
+                        print(f"Early stopping at step {epoch} due to reaching max kl: {update_kl:.2f}")
                     break
 
                 self.policy.optimizer.zero_grad()

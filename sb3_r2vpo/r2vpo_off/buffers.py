@@ -46,7 +46,10 @@ NO_NORMALIZATION = InputNormalization()
 
 
 class ReplayBufferSamples(NamedTuple):
-    """A minibatch from the replay: the fields of SB3's ``RolloutBufferSamples`` plus each sample's staleness."""
+    """
+    A minibatch from the replay: the fields of SB3's ``RolloutBufferSamples``, each sample's staleness, and the
+    log-probability under the policy at the start of the current update (for ``target_kl``; zeros when not recorded).
+    """
 
     observations: TensorObs
     actions: th.Tensor
@@ -55,6 +58,7 @@ class ReplayBufferSamples(NamedTuple):
     advantages: th.Tensor
     returns: th.Tensor
     ages: th.Tensor
+    update_start_log_prob: th.Tensor
 
 
 @dataclass
@@ -130,7 +134,7 @@ def _observation_layout(observation_space: spaces.Space) -> dict[str | None, tup
 def replay_nbytes(
     capacity: int, n_steps: int, n_envs: int, observation_space: spaces.Space, action_space: spaces.Space
 ) -> int:
-    """Bytes the replay's arrays will take (observations, actions and 8 float32 columns per transition)."""
+    """Bytes the replay's arrays will take (observations, actions and 8 float32 columns per transition, 7 used)."""
     obs_bytes = sum(int(np.prod(shape)) * dtype.itemsize for shape, dtype in _observation_layout(observation_space).values())
     per_transition = obs_bytes + 4 * get_action_dim(action_space) + 4 * 8
     return capacity * n_envs * (n_steps * per_transition + obs_bytes + 1)
@@ -223,6 +227,7 @@ class RolloutReplayBuffer:
         self.log_probs = np.zeros(shape, dtype=np.float32)
         self.advantages = np.zeros(shape, dtype=np.float32)
         self.returns = np.zeros(shape, dtype=np.float32)
+        self.update_start_log_probs = np.zeros(shape, dtype=np.float32)
         self.last_dones = np.zeros((capacity, n_envs), dtype=bool)
         self.iterations = np.full(capacity, -1, dtype=np.int64)
         self.timeouts: list[TimeoutRecord | None] = [None] * capacity
@@ -328,6 +333,32 @@ class RolloutReplayBuffer:
         self.advantages[slots] = advantages
         self.returns[slots] = returns
 
+    def record_update_start(
+        self,
+        log_prob: Callable[[TensorObs, th.Tensor], th.Tensor],
+        normalization: InputNormalization = NO_NORMALIZATION,
+        chunk_size: int = 4096,
+    ) -> None:
+        """
+        Keep every stored action's log-probability under the current policy, before an update changes it.
+
+        :param log_prob: ``(observations, actions) -> log-probabilities`` of the current policy
+        :param normalization: how raw observations are normalized now
+        :param chunk_size: transitions per forward pass
+        """
+        slots = np.array(self.slots_oldest_first())
+        if len(slots) == 0:
+            return
+        flat_obs = {key: value[slots].reshape(-1, *self._layout[key][0]) for key, value in self.observations.items()}
+        flat_actions = self.actions[slots].reshape(-1, self.action_dim)
+        out = np.empty(len(flat_actions), dtype=np.float32)
+        with th.no_grad():
+            for start in range(0, len(out), chunk_size):
+                chunk = {key: value[start : start + chunk_size] for key, value in flat_obs.items()}
+                actions = th.as_tensor(flat_actions[start : start + chunk_size], device=self.device)
+                out[start : start + chunk_size] = log_prob(self._normalized(chunk, normalization), actions).cpu().numpy()
+        self.update_start_log_probs[slots] = out.reshape(self.log_probs[slots].shape)
+
     def _normalized(self, observations: dict[str | None, np.ndarray], normalization: InputNormalization) -> TensorObs:
         """A flat batch of raw observations, normalized and as tensors."""
         raw: NumpyObs = observations[None] if None in observations else {str(k): v for k, v in observations.items()}
@@ -407,4 +438,5 @@ class RolloutReplayBuffer:
             advantages=take(self.advantages),
             returns=take(self.returns),
             ages=th.as_tensor(iteration - self.iterations[slot], device=self.device),
+            update_start_log_prob=take(self.update_start_log_probs),
         )

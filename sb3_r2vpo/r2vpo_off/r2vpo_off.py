@@ -78,7 +78,10 @@ class R2VPOOff(R2VPO):
     :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE
     :param rollout_buffer_class: Rollout buffer class to use. If ``None``, it will be automatically selected.
     :param rollout_buffer_kwargs: Keyword arguments to pass to the rollout buffer on creation
-    :param target_kl: Limit the KL divergence between updates (early stop, as in PPO)
+    :param target_kl: Limit the KL divergence between the policy at the start of each update and the policy being
+        trained (early stop of the update when a minibatch's approximate KL exceeds ``1.5 * target_kl``, as in PPO).
+        It is not measured against the behavior policies of the stored rollouts, which stale data are far from
+        before any step is taken; setting it costs one actor pass over the replay per iteration.
     :param stats_window_size: Window size for the rollout logging
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
     :param policy_kwargs: additional arguments to be passed to the policy on creation
@@ -303,11 +306,20 @@ class R2VPOOff(R2VPO):
             timeouts=self._timeout_record(),
             iteration=self._replay_iteration,
         )
+        normalization = InputNormalization.of(self._vec_normalize_env)
+        self.policy.set_training_mode(False)
         if self.recompute_advantages and self.replay_buffer.n_rollouts > 1:
-            self.policy.set_training_mode(False)
-            normalization = InputNormalization.of(self._vec_normalize_env)
             self.replay_buffer.recompute_advantages(self.policy, self.gamma, self.gae_lambda, normalization)
+        if self.target_kl is not None:
+            # target_kl bounds how far this update moves the policy, as PPO's does: the KL is taken against the
+            # policy at the start of the update, not against the mix of older behavior policies that filled the replay.
+            self.replay_buffer.record_update_start(self._log_prob_of_stored_actions, normalization)
         super().train()
+
+    def _log_prob_of_stored_actions(self, observations: Any, actions: th.Tensor) -> th.Tensor:
+        if isinstance(self.action_space, spaces.Discrete):
+            actions = actions.long().flatten()
+        return self.policy.evaluate_actions(observations, actions)[1]
 
     def _training_epochs(self) -> Iterator[Iterator[ReplayBufferSamples]]:  # type: ignore[override]
         fresh = self.n_steps * self.n_envs
@@ -335,6 +347,9 @@ class R2VPOOff(R2VPO):
         for age in range(self.replay_capacity):
             extras[f"age_{age}_sum_sq"] = sums[age]
             extras[f"age_{age}_count"] = counts[age]
+        if self.target_kl is not None:
+            since_start = importance_ratio(log_prob.detach(), rollout_data.update_start_log_prob)
+            extras["update_kl"] = (since_start.minus_one - since_start.log).mean()
         return extras
 
     def _record_train_metrics(self, metrics: MinibatchMetrics, clip_range_vf: float | None) -> None:
@@ -348,6 +363,8 @@ class R2VPOOff(R2VPO):
         for age in range(self.replay_capacity):
             if counts[age] > 0:
                 self.logger.record(f"train/ratio_var_age_{age}", sums[f"age_{age}_sum_sq"] / counts[age])
+        if "update_kl" in sums:
+            self.logger.record("train/update_kl", sums["update_kl"] / max(len(metrics.policy_losses), 1))
 
     def save_replay_buffer(self, path: str | pathlib.Path) -> None:
         """

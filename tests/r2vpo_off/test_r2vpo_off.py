@@ -426,3 +426,31 @@ def test_a_replay_saved_in_the_old_format_is_refused(tmp_path) -> None:
     model.save_replay_buffer(tmp_path / "old.pkl")
     with pytest.raises(ValueError, match=r"format 1 .* reads format 2"):
         model.load_replay_buffer(tmp_path / "old.pkl")
+
+
+def test_target_kl_bounds_the_update_not_the_distance_to_stale_behavior_policies() -> None:
+    """Stale data are far from their behavior policies before the update starts; early stopping must not fire then."""
+    # lam fixed at 0 but "adaptive" with a zero step: its step counter counts the gradient steps.
+    model = R2VPOOff(
+        "MlpPolicy",
+        "Pendulum-v1",
+        replay_capacity=4,
+        utd_ratio=4,
+        learning_rate=3e-3,
+        var_coef="auto_0",
+        var_coef_lr=0.0,
+        seed=0,
+        **TINY,
+    )
+    model.learn(4 * 64)  # four rollouts of policies that moved apart
+    model.target_kl = 0.01
+    model.set_logger(configure(None, []))
+    steps_before = model.var_coef_controller.n_steps
+    model.learn(64, reset_num_timesteps=False)
+    # Against the behavior policies, the update was past 1.5 * target_kl before its first gradient step ...
+    buffer = model.replay_buffer
+    stale = buffer.update_start_log_probs - buffer.log_probs
+    assert float(np.mean(np.expm1(stale) - stale)) > 1.5 * model.target_kl
+    # ... but it starts at KL 0 from itself: it takes gradient steps until it has moved by about target_kl.
+    assert model.var_coef_controller.n_steps > steps_before
+    assert 0.0 < model.logger.name_to_value["train/update_kl"] <= 1.5 * model.target_kl
