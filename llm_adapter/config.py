@@ -98,7 +98,9 @@ class TrainConfig:
     )
     progress_bar: bool = field(default=True, metadata=_help("Show a progress bar"))
     vllm_gpu_memory_utilization: float = field(default=0.5, metadata=_help("vLLM engine: GPU memory fraction"))
-    vllm_tensor_parallel_size: int = field(default=1, metadata=_help("vLLM engine: tensor parallel degree"))
+    vllm_tensor_parallel_size: int = field(
+        default=1, metadata=_help("vLLM engine: tensor parallel degree (1: vLLM runs in the trainer's process)")
+    )
     vllm_enable_sleep_mode: bool = field(default=False, metadata=_help("vLLM engine: release GPU memory while training"))
 
     def __post_init__(self) -> None:
@@ -147,6 +149,11 @@ class TrainConfig:
         if not (0.0 < self.vllm_gpu_memory_utilization <= 1.0):
             raise ValueError(f"vllm_gpu_memory_utilization={self.vllm_gpu_memory_utilization} must be in (0, 1]")
         check_int("vllm_tensor_parallel_size", self.vllm_tensor_parallel_size, minimum=1)
+        if self.engine == "vllm" and self.vllm_tensor_parallel_size != 1:
+            raise ValueError(
+                f"vllm_tensor_parallel_size={self.vllm_tensor_parallel_size}: this trainer runs vLLM in its own single "
+                "process (1 only); for several GPUs use llm_adapter.trl or llm_adapter.verl"
+            )
 
     @property
     def optimizer_batch_size(self) -> int:

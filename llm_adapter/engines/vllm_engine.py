@@ -1,9 +1,12 @@
 """In-process vLLM (``vllm.LLM``) as the rollout engine. vLLM is imported here only, when the engine is built."""
 
 import importlib
+import os
+import socket
 from collections.abc import Sequence
 from typing import Any
 
+import torch as th
 from torch import nn
 
 from llm_adapter.engines.base import RolloutEngine
@@ -48,14 +51,31 @@ def vllm_sampling_kwargs(
     }
 
 
+def _set_single_process_launch_env() -> None:
+    """The torch.distributed variables vLLM's ``external_launcher`` backend reads, for one process (kept if set)."""
+    if "MASTER_PORT" not in os.environ:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
+    for name, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
+        os.environ.setdefault(name, value)
+
+
 class VLLMEngine(RolloutEngine):
     """
-    Colocated ``vllm.LLM`` with ``logprobs_mode="processed_logprobs"``: the reported log-probs are those of the
-    distribution actually sampled from (after temperature), which is what the trainer recomputes.
+    vLLM (``vllm.LLM``) in the trainer's own process, with ``logprobs_mode="processed_logprobs"``: the reported
+    log-probs are those of the distribution actually sampled from (after temperature), which is what the trainer
+    recomputes.
 
-    After each update :meth:`update_weights` loads the trainer's weights into the engine and resets the prefix cache
-    (cached KV blocks were computed with the old weights). With ``enable_sleep_mode=True`` the engine releases its
-    GPU memory between generations (:meth:`sleep`/:meth:`wake_up`).
+    The engine runs with vLLM's ``external_launcher`` executor, as TRL's colocate mode does: no engine-core process,
+    so :meth:`update_weights` hands the trainer's parameters to the engine's model one tensor at a time, cast to the
+    engine's dtype (no closure or full state dict goes through vLLM's serializer), then resets the prefix cache
+    (cached KV blocks were computed with the old weights).
+
+    With ``enable_sleep_mode=True`` the trainer's :meth:`sleep` after each generation releases the engine's GPU memory
+    (level 1: the weights move to CPU memory, the KV cache is dropped). :meth:`update_weights` then wakes the weights
+    before loading the new ones into them, and :meth:`wake_up` before the next generation wakes only what is still
+    asleep (the KV cache), so the engine never generates with the weights of its CPU backup once an update was loaded.
 
     Sampler/trainer mismatch: vLLM's kernels (bf16, other reduction orders) give log-probs that differ from the
     trainer's by ~1e-3-1e-2 per token, so fresh data has ``r != 1`` exactly. ``behavior_log_probs="recompute"`` in
@@ -65,7 +85,8 @@ class VLLMEngine(RolloutEngine):
     :param pad_token_id: the tokenizer's padding id
     :param seed: engine seed
     :param gpu_memory_utilization: fraction of GPU memory vLLM may take
-    :param tensor_parallel_size: tensor parallel degree
+    :param tensor_parallel_size: tensor parallel degree; 1 (the engine shares the trainer's single process: for
+        several GPUs use ``llm_adapter.trl`` or ``llm_adapter.verl``)
     :param max_model_len: context length (prompt + completion)
     :param dtype: weights dtype in the engine
     :param enable_sleep_mode: allow :meth:`sleep`
@@ -85,18 +106,30 @@ class VLLMEngine(RolloutEngine):
         enable_sleep_mode: bool = False,
         **llm_kwargs: Any,
     ) -> None:
+        if tensor_parallel_size != 1:
+            raise ValueError(
+                f"tensor_parallel_size={tensor_parallel_size}: the in-process vLLM engine runs in the trainer's single "
+                "process (1 only); for tensor-parallel generation use llm_adapter.trl (vLLM server or colocate on "
+                "several GPUs) or llm_adapter.verl"
+            )
+        if not hasattr(th, dtype) or not isinstance(getattr(th, dtype), th.dtype):
+            raise ValueError(f"dtype={dtype!r} is not a torch dtype name (e.g. 'bfloat16', 'float16', 'float32')")
         vllm = _import_vllm()
         self.vllm = vllm
         self.pad_token_id = pad_token_id
         self.enable_sleep_mode = enable_sleep_mode
+        self.weights_dtype: th.dtype = getattr(th, dtype)
+        self._asleep: set[str] = set()  # of "weights", "kv_cache"
+        _set_single_process_launch_env()
         self.llm = vllm.LLM(
             model=model_name_or_path,
             seed=seed,
             gpu_memory_utilization=gpu_memory_utilization,
-            tensor_parallel_size=tensor_parallel_size,
+            tensor_parallel_size=1,
             max_model_len=max_model_len,
             dtype=dtype,
             enable_sleep_mode=enable_sleep_mode,
+            distributed_executor_backend="external_launcher",
             logprobs_mode="processed_logprobs",
             **llm_kwargs,
         )
@@ -111,6 +144,8 @@ class VLLMEngine(RolloutEngine):
         policy_version: int,
         group_offset: int = 0,
     ) -> RolloutBatch:
+        if self._asleep:
+            raise RuntimeError(f"VLLMEngine.generate() while {sorted(self._asleep)} are asleep: call wake_up() first")
         params = self.vllm.SamplingParams(
             **vllm_sampling_kwargs(group_size=group_size, max_new_tokens=max_new_tokens, temperature=temperature)
         )
@@ -123,18 +158,40 @@ class VLLMEngine(RolloutEngine):
             group_ids=[group_offset + i for i in range(len(outputs))],
         )
 
+    def _engine_model(self) -> Any:
+        """The model inside vLLM's in-process worker (its attribute path moved between releases)."""
+        worker = self.llm.llm_engine.model_executor.driver_worker
+        for runner_owner in (worker, getattr(worker, "worker", None)):
+            runner = getattr(runner_owner, "model_runner", None)
+            if runner is not None and hasattr(runner, "model"):
+                return runner.model
+        raise RuntimeError(
+            "Cannot reach the model of vLLM's in-process worker (llm_engine.model_executor.driver_worker"
+            "[.worker].model_runner.model): this vLLM release is not supported by VLLMEngine.update_weights"
+        )
+
     def update_weights(self, model: nn.Module) -> None:
-        weights = [(name, tensor.detach()) for name, tensor in model.state_dict().items()]
-        if hasattr(self.llm, "apply_model"):
-            self.llm.apply_model(lambda engine_model: engine_model.load_weights(weights))
-        else:  # older releases: reach the single in-process worker's model
-            self.llm.llm_engine.model_executor.driver_worker.worker.model_runner.model.load_weights(weights)
+        if "weights" in self._asleep:
+            # Load into mapped memory: a sleeping engine's weights are unmapped (level 1 keeps a CPU copy of the old
+            # ones, which a later full wake-up would restore over the new weights).
+            self.llm.wake_up(tags=["weights"])
+            self._asleep.discard("weights")
+        engine_model = self._engine_model()
+        with th.no_grad():
+            for name, parameter in model.named_parameters():
+                engine_model.load_weights([(name, parameter.detach().to(self.weights_dtype))])
         self.llm.reset_prefix_cache()
 
     def sleep(self) -> None:
-        if self.enable_sleep_mode:
+        if self.enable_sleep_mode and not self._asleep:
             self.llm.sleep(level=1)
+            self._asleep = {"weights", "kv_cache"}
 
     def wake_up(self) -> None:
-        if self.enable_sleep_mode:
+        if not self._asleep:
+            return
+        if self._asleep == {"kv_cache"}:
+            self.llm.wake_up(tags=["kv_cache"])
+        else:
             self.llm.wake_up()
+        self._asleep = set()
