@@ -65,6 +65,14 @@ class _ChunkedTokenLogProbs(th.autograd.Function):
             del logits
         ctx.save_for_backward(hidden, weight, bias, targets, log_sum_exp)
         ctx.temperature, ctx.chunk_size = temperature, chunk_size
+        # The backward pass recomputes the logits outside autocast (custom functions' backward runs without it):
+        # it must use the dtype the forward's products had, or bf16 hidden states meet float32 weights.
+        device_type = hidden.device.type
+        ctx.compute_dtype = (
+            th.get_autocast_dtype(device_type)
+            if th.is_autocast_enabled(device_type)
+            else th.promote_types(hidden.dtype, weight.dtype)
+        )
         return chosen - log_sum_exp
 
     @staticmethod
@@ -75,12 +83,14 @@ class _ChunkedTokenLogProbs(th.autograd.Function):
         grad_weight = th.zeros(weight.shape, dtype=th.float32, device=weight.device) if need_weight else None
         grad_bias = th.zeros(weight.shape[0], dtype=th.float32, device=weight.device) if need_bias else None
         grad_output = grad_output.float()
+        compute_weight = weight.to(ctx.compute_dtype)  # one cast per backward, as autocast caches it in the forward
+        compute_bias = None if bias is None else bias.to(ctx.compute_dtype)
         for start in range(0, hidden.shape[0], ctx.chunk_size):
             rows = slice(start, start + ctx.chunk_size)
-            logits = _chunk_logits(hidden[rows], weight, bias, ctx.temperature)
+            logits = _chunk_logits(hidden[rows].to(ctx.compute_dtype), compute_weight, compute_bias, ctx.temperature)
             grad_logits = _grad_logits_(logits, log_sum_exp[rows], targets[rows], grad_output[rows], ctx.temperature)
             if grad_hidden is not None:
-                grad_hidden[rows] = (grad_logits.to(weight.dtype) @ weight).to(hidden.dtype)
+                grad_hidden[rows] = (grad_logits.to(ctx.compute_dtype) @ compute_weight).to(hidden.dtype)
             if grad_weight is not None:
                 grad_weight.addmm_(grad_logits.T, hidden[rows].float())  # accumulates inside the GEMM: no [V, H] temporary
             if grad_bias is not None:

@@ -133,3 +133,27 @@ def test_fused_objective_equals_naive_path(objective_name: str, mode: str) -> No
         th.testing.assert_close(mine, 2.0 * reference, rtol=1e-5, atol=1e-6)
     assert float(fused.stats.count) == float(naive_stats.count)
     th.testing.assert_close(fused.stats.sums, naive_stats.sums, rtol=1e-5, atol=1e-6)
+
+
+def test_chunked_backward_under_autocast_with_float32_weights() -> None:
+    """bf16 autocast over float32 master weights (the trainer on GPU): the backward recomputes in the forward's dtype."""
+    th.manual_seed(0)
+    head = th.nn.Linear(16, 50, bias=False)
+    targets = th.randint(0, 50, (3, 5))
+    hidden_source = th.randn(3, 5, 8, requires_grad=True)
+    projection = th.nn.Linear(8, 16)
+
+    def run(fn) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        head.zero_grad()
+        hidden_source.grad = None
+        with th.autocast("cpu", dtype=th.bfloat16):
+            hidden = projection(hidden_source)  # bf16 hidden states, as an autocast decoder gives
+            log_probs = fn(hidden, head, targets)
+        assert hidden.dtype == th.bfloat16 and head.weight.dtype == th.float32
+        (log_probs * th.linspace(-1, 1, log_probs.numel()).reshape(log_probs.shape)).sum().backward()
+        return log_probs.detach(), head.weight.grad.clone(), hidden_source.grad.clone()
+
+    chunked = run(lambda h, w, t: chunked_token_log_probs(h, w, t, chunk_size=4))
+    naive = run(naive_token_log_probs)
+    for ours, reference in zip(chunked, naive, strict=True):
+        th.testing.assert_close(ours, reference, rtol=2e-2, atol=2e-2)
