@@ -7,13 +7,17 @@ exist at a time, in the forward and again (recomputed) in the backward pass, and
 chosen tokens and one log-sum-exp per row are kept for the backward pass.
 """
 
+import contextlib
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch as th
 from torch import nn
 
 from sb3_r2vpo.core.stats import RatioStats
+
+if TYPE_CHECKING:
+    from llm_adapter.rollouts import RolloutBatch
 
 
 def _chunk_logits(hidden: th.Tensor, weight: th.Tensor, bias: th.Tensor | None, temperature: float) -> th.Tensor:
@@ -316,3 +320,47 @@ def completion_hidden_states(
     backbone = model.get_decoder()  # type: ignore[operator]
     outputs = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
     return outputs.last_hidden_state
+
+
+@th.no_grad()
+def rollout_log_probs(
+    model: nn.Module,
+    batch: "RolloutBatch",
+    *,
+    temperature: float,
+    chunk_size: int = 1024,
+    micro_batch_size: int | None = None,
+    precision: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+) -> th.Tensor:
+    """
+    The log-probs of a batch's completion tokens under ``model`` at ``temperature``, as the trainer computes them
+    (final hidden states, then :func:`chunked_token_log_probs`), micro-batch by micro-batch, without gradients.
+
+    :param model: a Hugging Face causal LM
+    :param batch: the rollouts (any device: each micro-batch moves to the model's)
+    :param temperature: sampling temperature
+    :param chunk_size: tokens whose logits exist at once
+    :param micro_batch_size: completions per forward pass (default: all)
+    :param precision: the context the forward passes run in (the trainer's autocast)
+    :return: ``[B, T]`` float32 log-probs on the batch's device, 0 on padding
+    """
+    device = next(model.parameters()).device
+    step = micro_batch_size or max(len(batch), 1)
+    out = th.zeros(batch.completion_ids.shape, dtype=th.float32)
+    for start in range(0, len(batch), step):
+        rows = th.arange(start, min(start + step, len(batch)))
+        micro = batch.select(rows).trimmed().to(device)
+        input_ids, attention_mask, position_ids = micro.model_inputs()
+        prompt_width, width = micro.prompt_ids.shape[1], micro.completion_ids.shape[1]
+        with precision():
+            hidden = completion_hidden_states(model, input_ids, attention_mask, position_ids)
+            log_probs = chunked_token_log_probs(
+                hidden[:, prompt_width - 1 : prompt_width - 1 + width],
+                model.get_output_embeddings(),  # type: ignore[operator]
+                micro.completion_ids,
+                mask=micro.completion_mask,
+                temperature=temperature,
+                chunk_size=chunk_size,
+            )
+        out[rows, :width] = log_probs.cpu()
+    return out.to(batch.completion_ids.device)

@@ -25,7 +25,12 @@ from llm_adapter.advantages import group_relative_advantages
 from llm_adapter.config import TrainConfig
 from llm_adapter.data import PromptSampler, format_prompt, load_prompt_dataset
 from llm_adapter.engines.base import RolloutEngine
-from llm_adapter.logprobs import chunked_token_log_probs, completion_hidden_states, fused_objective_loss
+from llm_adapter.logprobs import (
+    chunked_token_log_probs,
+    completion_hidden_states,
+    fused_objective_loss,
+    rollout_log_probs,
+)
 from llm_adapter.metrics_log import MetricsLogger
 from llm_adapter.objectives import LLM_OBJECTIVES
 from llm_adapter.replay import RolloutReplay
@@ -169,7 +174,13 @@ class R2VPOLLMTrainer:
             )
         from llm_adapter.engines.transformers_engine import TransformersEngine
 
-        return TransformersEngine(self.model, self.tokenizer)
+        return TransformersEngine(
+            self.model,
+            self.tokenizer,
+            precision=self._autocast,
+            logprob_chunk_size=self.config.logprob_chunk_size,
+            micro_batch_size=self.config.micro_batch_size,
+        )
 
     def _warn_if_ratio_is_one(self) -> None:
         if self.config.replay_capacity == 1 and self.config.optimizer_steps_per_iteration == 1:
@@ -214,7 +225,6 @@ class R2VPOLLMTrainer:
                 chunk_size=self.config.logprob_chunk_size,
             )
 
-    @th.no_grad()
     def recompute_behavior_log_probs(self, batch: RolloutBatch) -> RolloutBatch:
         """
         The batch with its behavior log-probs replaced by the trainer's (``behavior_log_probs="recompute"``).
@@ -222,15 +232,15 @@ class R2VPOLLMTrainer:
         :param batch: a fresh generation (CPU)
         :return: the updated batch
         """
-        parts = []
-        for start in range(0, len(batch), self.config.micro_batch_size):
-            rows = th.arange(start, min(start + self.config.micro_batch_size, len(batch)))
-            micro = batch.select(rows).trimmed().to(self.device)
-            log_probs = self.completion_log_probs(micro).cpu()
-            padded = th.zeros(len(rows), batch.completion_ids.shape[1])
-            padded[:, : log_probs.shape[1]] = log_probs
-            parts.append(padded)
-        return batch.with_behavior_log_probs(th.cat(parts))
+        log_probs = rollout_log_probs(
+            self.model,
+            batch,
+            temperature=self.config.temperature,
+            chunk_size=self.config.logprob_chunk_size,
+            micro_batch_size=self.config.micro_batch_size,
+            precision=self._autocast,
+        )
+        return batch.with_behavior_log_probs(log_probs)
 
     # ----- one iteration ----------------------------------------------------------------------------------------
 

@@ -1,12 +1,14 @@
 """Sampling with ``transformers``' ``generate``, sharing the trainer's model (no weight copy)."""
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch as th
 from torch import nn
 
 from llm_adapter.engines.base import RolloutEngine
+from llm_adapter.logprobs import rollout_log_probs
 from llm_adapter.rollouts import RolloutBatch
 
 
@@ -22,20 +24,42 @@ def _eos_ids(model: nn.Module, tokenizer: Any) -> set[int]:
 
 class TransformersEngine(RolloutEngine):
     """
-    Pure-sampling ``generate`` (temperature only: ``top_k=0``, ``top_p=1``, no repetition penalty), whatever the
-    model's ``generation_config`` says; the log-probs are ``log_softmax(raw_logits / temperature)`` of the sampled
-    tokens, the same meaning as vLLM's ``processed_logprobs`` under the same settings.
+    Pure-sampling ``generate`` (temperature only: ``top_k=0``, ``top_p=1``, no repetition penalty or any other
+    logits processor), whatever the model's ``generation_config`` says; the log-probs are
+    ``log_softmax(logits / temperature)`` of the sampled tokens, the same meaning as vLLM's ``processed_logprobs``
+    under the same settings.
+
+    ``generate`` fills every setting it is not given from the model's own ``generation_config`` (an instruct model's
+    ``repetition_penalty``, ``top_k``, ...), so while sampling the model's ``generation_config`` is replaced by the
+    neutral one, and restored afterwards. Generation runs in the trainer's precision (``precision``, its autocast),
+    and the sampled tokens' log-probs are then computed the way the trainer computes them (final hidden states and
+    the chunked log-softmax, :func:`llm_adapter.logprobs.rollout_log_probs`), instead of keeping ``[batch, vocab]``
+    float32 logits per generated token.
 
     :param model: the trained causal LM (shared: the engine always samples from the current weights)
     :param tokenizer: its tokenizer (``pad_token_id`` and ``eos_token_id`` are used)
+    :param precision: the context generation and scoring run in (the trainer's autocast; none by default)
+    :param logprob_chunk_size: tokens whose logits exist at once when scoring
+    :param micro_batch_size: completions per scoring forward pass (default: all)
     """
 
-    def __init__(self, model: nn.Module, tokenizer: Any) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        *,
+        precision: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+        logprob_chunk_size: int = 1024,
+        micro_batch_size: int | None = None,
+    ) -> None:
         if tokenizer.pad_token_id is None:
             raise ValueError("The tokenizer has no pad_token_id: set tokenizer.pad_token before training")
-        self.model = model
+        self.model: Any = model  # a transformers PreTrainedModel (generate, generation_config)
         self.tokenizer = tokenizer
         self.eos_token_ids = _eos_ids(model, tokenizer)
+        self.precision = precision
+        self.logprob_chunk_size = logprob_chunk_size
+        self.micro_batch_size = micro_batch_size
 
     @th.no_grad()
     def generate(
@@ -56,7 +80,7 @@ class TransformersEngine(RolloutEngine):
         width = max(len(p) for p in prompts)
         input_ids = th.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
         attention_mask = th.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-        config = GenerationConfig(
+        neutral = GenerationConfig(
             do_sample=True,
             temperature=temperature,
             top_k=0,
@@ -64,36 +88,36 @@ class TransformersEngine(RolloutEngine):
             max_new_tokens=max_new_tokens,
             eos_token_id=sorted(self.eos_token_ids),
             pad_token_id=pad,
-            output_logits=True,
-            return_dict_in_generate=True,
         )
-        was_training = self.model.training
+        was_training, model_defaults = self.model.training, self.model.generation_config
         self.model.eval()
+        self.model.generation_config = neutral  # nothing unset can be filled from the model's own defaults
         try:
-            output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)  # type: ignore[operator]
+            with self.precision():
+                sequences = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=neutral)
         finally:
+            self.model.generation_config = model_defaults
             self.model.train(was_training)
-        generated = output.sequences[:, width:]
-        log_probs = th.stack(
-            [
-                th.log_softmax(step_logits.float() / temperature, dim=-1).gather(1, generated[:, step, None]).squeeze(1)
-                for step, step_logits in enumerate(output.logits)
-            ],
-            dim=1,
-        )
-        completions, completion_log_probs, truncated = [], [], []
-        for tokens, values in zip(generated.tolist(), log_probs.tolist(), strict=True):
+        completions, truncated = [], []
+        for tokens in sequences[:, width:].tolist():
             end = next((i + 1 for i, token in enumerate(tokens) if token in self.eos_token_ids), None)
             truncated.append(end is None)
-            end = len(tokens) if end is None else end
-            completions.append(tokens[:end])
-            completion_log_probs.append(values[:end])
-        return RolloutBatch.from_sequences(
+            completions.append(tokens[: len(tokens) if end is None else end])
+        batch = RolloutBatch.from_sequences(
             prompts,
             completions,
-            completion_log_probs,
+            [[0.0] * len(tokens) for tokens in completions],
             group_ids=[group_offset + i // group_size for i in range(len(prompts))],
             truncated=truncated,
             policy_version=policy_version,
             pad_token_id=pad,
         )
+        log_probs = rollout_log_probs(
+            self.model,
+            batch,
+            temperature=temperature,
+            chunk_size=self.logprob_chunk_size,
+            micro_batch_size=self.micro_batch_size,
+            precision=self.precision,
+        )
+        return batch.with_behavior_log_probs(log_probs)

@@ -50,6 +50,55 @@ def test_engine_ignores_the_models_sampling_defaults(tiny_model: Any, tiny_token
     assert len({tuple(t) for t in batch.completion_token_lists()}) > 1
 
 
+def test_the_models_generation_config_never_reaches_sampling(tiny_model: Any, tiny_tokenizer: Any) -> None:
+    """
+    An instruct model's generation_config (repetition_penalty, top_k, top_p, temperature, no_repeat_ngram_size) must
+    not leak into training sampling: generate() fills whatever it is not given from it.
+    """
+    defaults = tiny_model.generation_config
+    defaults.repetition_penalty, defaults.no_repeat_ngram_size = 100.0, 1
+    defaults.top_k, defaults.top_p, defaults.temperature, defaults.do_sample = 2, 0.05, 0.05, True
+    th.manual_seed(2)
+    engine = TransformersEngine(tiny_model, tiny_tokenizer)
+    batch = engine.generate(
+        [tiny_tokenizer("ab")["input_ids"]], group_size=16, max_new_tokens=10, temperature=1.0, policy_version=0
+    )
+    completions = batch.completion_token_lists()
+    # Under no_repeat_ngram_size=1 (or the penalty) no token would repeat within a completion; pure sampling of
+    # 10 tokens from this small vocabulary repeats some, and top_k=2 / top_p would leave a handful of distinct ones.
+    assert any(len(set(tokens)) < len(tokens) for tokens in completions)
+    assert len({token for tokens in completions for token in tokens}) > 4
+    assert tiny_model.generation_config is defaults and defaults.repetition_penalty == 100.0  # restored
+    # The reported log-probs are the trainer's recomputation of the same tokens (fp32 tolerance).
+    input_ids, attention_mask, position_ids = batch.model_inputs()
+    with th.no_grad():
+        hidden = completion_hidden_states(tiny_model, input_ids, attention_mask, position_ids)
+        width = batch.prompt_ids.shape[1]
+        recomputed = chunked_token_log_probs(
+            hidden[:, width - 1 : -1],
+            tiny_model.get_output_embeddings(),
+            batch.completion_ids,
+            mask=batch.completion_mask,
+            temperature=1.0,
+        )
+    th.testing.assert_close(recomputed, batch.behavior_log_probs, rtol=0, atol=1e-5)
+
+
+def test_generation_runs_in_the_trainers_precision(tiny_model: Any, tiny_tokenizer: Any) -> None:
+    entered = []
+
+    def precision():
+        entered.append(True)
+        return th.autocast("cpu", dtype=th.bfloat16)
+
+    engine = TransformersEngine(tiny_model, tiny_tokenizer, precision=precision)
+    batch = engine.generate(
+        [tiny_tokenizer("go")["input_ids"]], group_size=2, max_new_tokens=3, temperature=1.0, policy_version=0
+    )
+    assert len(entered) == 2  # generation, then scoring
+    assert batch.behavior_log_probs.dtype == th.float32 and th.isfinite(batch.behavior_log_probs).all()
+
+
 def test_vllm_sampling_settings() -> None:
     kwargs = vllm_sampling_kwargs(group_size=8, max_new_tokens=128, temperature=1.0)
     assert kwargs["n"] == 8 and kwargs["top_p"] == 1.0 and kwargs["top_k"] == -1 and kwargs["logprobs"] == 0
