@@ -45,7 +45,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from llm_adapter.trainer import R2VPOLLMTrainer
 
-    history = R2VPOLLMTrainer(config).train()
+    try:
+        trainer = R2VPOLLMTrainer(config)
+    except (ValueError, OSError) as error:  # bad paths, an output_dir holding a run, a model that does not load
+        print(f"r2vpo-llm: error: {error}", file=sys.stderr)
+        return 2
+    history = trainer.train()
     if history:
         first, last = history[0]["reward_mean"], history[-1]["reward_mean"]
         print(f"Trained {len(history)} iterations: reward_mean {first:.4f} -> {last:.4f}; outputs in {config.output_dir}")

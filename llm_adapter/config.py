@@ -40,6 +40,9 @@ class TrainConfig:
         metadata=_help("Reward: 'math', 'toy_repeat_digit', 'package.module:function' or 'file.py:function'"),
     )
     output_dir: str = field(default="r2vpo-llm-output", metadata=_help("Checkpoints, metrics.jsonl and tensorboard logs"))
+    overwrite_output_dir: bool = field(
+        default=False, metadata=_help("Start a fresh run in an output_dir that already holds one (default: refuse)")
+    )
     tokenizer_name_or_path: str | None = field(default=None, metadata=_help("Tokenizer location (default: the model's)"))
     prompt_column: str = field(default="prompt", metadata=_help("Column holding the prompt (text or chat messages)"))
     use_chat_template: bool = field(default=True, metadata=_help("Apply the tokenizer's chat template to prompts"))
@@ -106,6 +109,18 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.validate()
 
+    def _check_settings_belong_to_the_objective(self) -> None:
+        """A setting the chosen objective ignores is an error, not a silent no-op (e.g. ``var_coef`` with GRPO)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        used = _objective_settings(self.objective)
+        for name in ("var_coef", "target_var", "var_coef_lr", "var_coef_max", "clip_range", "clip_range_high"):
+            if name not in used and getattr(self, name) != defaults[name]:
+                users = sorted(key for key in LLM_OBJECTIVES if name in _objective_settings(key))
+                raise ValueError(
+                    f"{name}={getattr(self, name)!r} has no effect with objective={self.objective!r}: it is a setting of "
+                    f"{users}; remove it or choose one of those objectives"
+                )
+
     def validate(self) -> None:
         """Check every field; raise ``ValueError`` naming the field, its value and the allowed range."""
         for name, allowed in (
@@ -154,6 +169,7 @@ class TrainConfig:
                 f"vllm_tensor_parallel_size={self.vllm_tensor_parallel_size}: this trainer runs vLLM in its own single "
                 "process (1 only); for several GPUs use llm_adapter.trl or llm_adapter.verl"
             )
+        self._check_settings_belong_to_the_objective()
 
     @property
     def optimizer_batch_size(self) -> int:
@@ -185,7 +201,7 @@ class TrainConfig:
         values = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(values, dict):
             raise ValueError(f"{path}: expected a mapping of config fields, got {type(values).__name__}")
-        return cls.from_dict({**values, **overrides}, source=str(path))
+        return cls.from_dict({**_resolve_paths(values, Path(path).parent), **overrides}, source=str(path))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> "TrainConfig":
@@ -208,6 +224,36 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """All fields as a plain dict (saved next to checkpoints)."""
         return dataclasses.asdict(self)
+
+
+def _objective_settings(objective: str) -> set[str]:
+    if objective == "r2vpo":
+        return {"var_coef", "target_var", "var_coef_lr", "var_coef_max"}
+    if objective == "spo":
+        return {"clip_range"}
+    if objective == "topr":
+        return set()
+    return {"clip_range", "clip_range_high"}
+
+
+def _resolve_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
+    """
+    Paths in a config file are relative to that file: ``output_dir`` always, the inputs where such a file exists
+    there (``model_name_or_path`` may also be a hub id; a ``file.py:function`` reward's file counts).
+    """
+    resolved = dict(values)
+    for name in ("model_name_or_path", "tokenizer_name_or_path", "train_file", "resume_from_checkpoint", "reward"):
+        value = resolved.get(name)
+        if not isinstance(value, str) or value == "latest":
+            continue
+        file_part, colon, function = value.partition(":") if name == "reward" else (value, "", "")
+        candidate = base / Path(file_part).expanduser()
+        if not Path(file_part).expanduser().is_absolute() and candidate.exists():
+            resolved[name] = f"{candidate}{colon}{function}"
+    output_dir = resolved.get("output_dir")
+    if isinstance(output_dir, str) and not Path(output_dir).expanduser().is_absolute():
+        resolved["output_dir"] = str(base / output_dir)
+    return resolved
 
 
 def _parse_bool(text: str) -> bool:
@@ -243,6 +289,10 @@ def _argument_type(annotation: Any) -> Any:
     return _parse_optional(parse) if optional else parse
 
 
+def _default_text(config_field: dataclasses.Field) -> str:
+    return " (required)" if config_field.default is dataclasses.MISSING else f" (default: {config_field.default})"
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """
     One ``--field`` option per config field (default: not given, so YAML values are kept).
@@ -255,5 +305,5 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             f"--{config_field.name}",
             type=_argument_type(hints[config_field.name]),
             default=argparse.SUPPRESS,
-            help=config_field.metadata.get("help", ""),
+            help=f"{config_field.metadata.get('help', '')}{_default_text(config_field)}",
         )

@@ -57,7 +57,7 @@ class MetricsLogger:
     @staticmethod
     def console_summary(metrics: dict[str, float]) -> dict[str, str]:
         """The few metrics shown in the progress bar, formatted."""
-        return {key.replace("_fraction", "_frac"): f"{metrics[key]:.4g}" for key in CONSOLE_KEYS if key in metrics}
+        return {key: f"{metrics[key]:.4g}" for key in CONSOLE_KEYS if key in metrics}  # the metrics file's names
 
     def close(self) -> None:
         """Flush and close tensorboard."""

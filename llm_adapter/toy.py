@@ -131,12 +131,14 @@ def write_toy_setup(directory: str | Path, *, seed: int = 0) -> Path:
     tokenizer.save_pretrained(directory / "model")
     write_toy_prompts(directory / "prompts.jsonl", seed=seed)
     config = {
-        "model_name_or_path": str(directory / "model"),
-        "train_file": str(directory / "prompts.jsonl"),
+        # Relative to this file (TrainConfig.from_yaml resolves them so), wherever training is started from.
+        "model_name_or_path": "model",
+        "train_file": "prompts.jsonl",
         "reward": "toy_repeat_digit",
-        "output_dir": str(directory / "run"),
+        "output_dir": "run",
         "max_completion_length": TOY_ANSWER_LENGTH,
-        "num_iterations": 60,
+        # The reward starts rising near iteration 80 (benchmarks/llm_toy_comparison.py runs 150).
+        "num_iterations": 150,
         "prompts_per_iteration": 8,
         "group_size": 8,
         "micro_batch_size": 16,

@@ -11,6 +11,7 @@ the dual controller of ``lam``.
 import contextlib
 import json
 import random
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -79,6 +80,17 @@ def latest_checkpoint(output_dir: str | Path) -> Path:
     return max(candidates, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
 
 
+def _check_local_path(name: str, location: str | Path) -> None:
+    """A location written as a local path (absolute, ``./``, ``~``, or deeper than a hub id's ``org/name``) must exist."""
+    text = str(location)
+    path = Path(text).expanduser()
+    if not path.exists() and (path.is_absolute() or text.startswith((".", "~")) or text.strip("/").count("/") > 1):
+        raise FileNotFoundError(
+            f"{name}={text!r}: no such local directory (relative paths are taken from {Path.cwd()}, or from the config "
+            "file's folder for paths written in one); a hub id has the form 'org/name'"
+        )
+
+
 class R2VPOLLMTrainer:
     """
     Trains a causal LM with one of the :data:`llm_adapter.objectives.LLM_OBJECTIVES` on verifiable rewards.
@@ -101,6 +113,7 @@ class R2VPOLLMTrainer:
     ) -> None:
         config.validate()
         self.config = config
+        self._prepare_output_dir()
         self.device = resolve_device(config.device)
         self.bf16 = self.device.type == "cuda" if config.bf16 is None else config.bf16
         if self.bf16 and self.device.type == "cuda" and not th.cuda.is_bf16_supported():
@@ -135,6 +148,28 @@ class R2VPOLLMTrainer:
 
     # ----- construction -----------------------------------------------------------------------------------------
 
+    #: What a run writes in ``output_dir`` (``overwrite_output_dir`` removes these, nothing else).
+    RUN_OUTPUTS = ("metrics.jsonl", "tensorboard")
+
+    def _prepare_output_dir(self) -> None:
+        """Refuse to start a fresh run over another one, unless ``overwrite_output_dir`` says to replace it."""
+        config, directory = self.config, Path(self.config.output_dir)
+        if config.resume_from_checkpoint is not None or not directory.is_dir():
+            return
+        previous = sorted(
+            p.name for p in directory.iterdir() if p.name in self.RUN_OUTPUTS or p.name.startswith(CHECKPOINT_PREFIX)
+        )
+        if not previous:
+            return
+        if not config.overwrite_output_dir:
+            raise FileExistsError(
+                f"output_dir={str(directory)!r} already holds a run ({', '.join(previous[:6])}): resume it with "
+                "resume_from_checkpoint='latest', choose another output_dir, or set overwrite_output_dir=True to replace it"
+            )
+        for name in previous:
+            path = directory / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
     @staticmethod
     def _seed_everything(seed: int) -> None:
         random.seed(seed)
@@ -144,7 +179,9 @@ class R2VPOLLMTrainer:
     def _load_tokenizer(self) -> Any:
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(self.config.tokenizer_name_or_path or self.config.model_name_or_path)
+        location = self.config.tokenizer_name_or_path or self.config.model_name_or_path
+        _check_local_path("tokenizer_name_or_path" if self.config.tokenizer_name_or_path else "model_name_or_path", location)
+        tokenizer = AutoTokenizer.from_pretrained(location)
         if tokenizer.pad_token is None:
             if tokenizer.eos_token is None:
                 raise ValueError("The tokenizer has neither a pad_token nor an eos_token to pad with")
@@ -156,8 +193,15 @@ class R2VPOLLMTrainer:
     def _load_model(location: str | Path) -> PreTrainedModel:
         from transformers import AutoModelForCausalLM
 
-        # float32 master weights; bf16 (on GPU) is autocast in the forward pass.
-        return AutoModelForCausalLM.from_pretrained(location, dtype=th.float32)
+        _check_local_path("model_name_or_path", location)
+        try:
+            # float32 master weights; bf16 (on GPU) is autocast in the forward pass.
+            return AutoModelForCausalLM.from_pretrained(location, dtype=th.float32)
+        except OSError as error:
+            raise OSError(
+                f"model_name_or_path={str(location)!r} is not a local directory (relative to {Path.cwd()}) and could "
+                f"not be loaded from the hub: {error}"
+            ) from error
 
     def _build_engine(self) -> RolloutEngine:
         if self.config.engine == "vllm":

@@ -78,3 +78,42 @@ def test_derived_sizes() -> None:
     )
     assert config.completions_per_iteration == 32 and config.optimizer_batch_size == 8
     assert config.optimizer_steps_per_iteration == 8
+
+
+def test_paths_in_a_config_file_are_relative_to_it(tmp_path) -> None:
+    folder = tmp_path / "toy"
+    (folder / "model").mkdir(parents=True)
+    (folder / "prompts.jsonl").write_text("")
+    (folder / "config.yaml").write_text("model_name_or_path: model\ntrain_file: prompts.jsonl\noutput_dir: run\n")
+    config = TrainConfig.from_yaml(folder / "config.yaml")
+    assert (config.model_name_or_path, config.train_file, config.output_dir) == (
+        str(folder / "model"),
+        str(folder / "prompts.jsonl"),
+        str(folder / "run"),
+    )
+    # A hub id (no such folder next to the file) stays as written; command-line overrides are not rebased.
+    (folder / "hub.yaml").write_text("model_name_or_path: Qwen/Qwen3-1.7B\ntrain_file: prompts.jsonl\n")
+    config = TrainConfig.from_yaml(folder / "hub.yaml", output_dir="elsewhere")
+    assert config.model_name_or_path == "Qwen/Qwen3-1.7B" and config.output_dir == "elsewhere"
+
+
+@pytest.mark.parametrize(
+    ("objective", "setting", "value"),
+    [
+        ("grpo", "var_coef", 0.5),
+        ("grpo_ch", "target_var", 0.05),
+        ("r2vpo", "clip_range", 0.3),
+        ("spo", "clip_range_high", 0.3),
+    ],
+)
+def test_a_setting_the_objective_ignores_is_an_error(objective: str, setting: str, value: float) -> None:
+    with pytest.raises(ValueError, match=rf"{setting}={value} has no effect with objective='{objective}'"):
+        TrainConfig(model_name_or_path="m", train_file="f", objective=objective, **{setting: value})
+
+
+def test_help_shows_the_defaults() -> None:
+    from llm_adapter.cli import build_parser
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]  # type: ignore[union-attr]
+    text = train.format_help()
+    assert "(default: 1e-06)" in text and "(default: r2vpo)" in text and "(required)" in text

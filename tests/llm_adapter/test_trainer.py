@@ -40,21 +40,33 @@ def _metrics(output_dir: Path) -> list[dict[str, float]]:
 
 @pytest.mark.slow
 def test_script_end_to_end_reward_rises(tmp_path: Path) -> None:
-    """`r2vpo-llm toy-setup` then `python -m llm_adapter train`: the toy task's mean reward rises clearly."""
-    subprocess.run([sys.executable, "-m", "llm_adapter", "toy-setup", str(tmp_path)], check=True, capture_output=True)
+    """
+    `r2vpo-llm toy-setup toy` then `cd toy && python -m llm_adapter train --config config.yaml`, as a new user runs it:
+    the config's relative paths resolve from its folder, and the toy task's mean reward rises clearly.
+    """
+    subprocess.run([sys.executable, "-m", "llm_adapter", "toy-setup", "toy"], check=True, capture_output=True, cwd=tmp_path)
+    toy = tmp_path / "toy"
     result = subprocess.run(
-        [sys.executable, "-m", "llm_adapter", "train", "--config", str(tmp_path / "config.yaml"), "--progress_bar", "false"],
+        [sys.executable, "-m", "llm_adapter", "train", "--config", "config.yaml", "--progress_bar", "false"],
         check=True,
         capture_output=True,
         text=True,
+        cwd=toy,
     )
-    assert "Trained 60 iterations" in result.stdout
-    rewards = [m["reward_mean"] for m in _metrics(tmp_path / "run")]
-    assert len(rewards) == 60
+    assert "Trained 150 iterations" in result.stdout
+    rewards = [m["reward_mean"] for m in _metrics(toy / "run")]
+    assert len(rewards) == 150
     first, last = sum(rewards[:10]) / 10, sum(rewards[-10:]) / 10
     assert last > 2.5 * first and last > first + 0.04, (first, last)
-    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
-    assert (tmp_path / "run" / "checkpoint-60" / "model" / "config.json").exists()
+    assert list((toy / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    assert (toy / "run" / "checkpoint-150" / "model" / "config.json").exists()
+
+    # Started again over the finished run: refused with the ways out, nothing overwritten.
+    again = subprocess.run(
+        [sys.executable, "-m", "llm_adapter", "train", "--config", "config.yaml"], capture_output=True, text=True, cwd=toy
+    )
+    assert again.returncode == 2 and "already holds a run" in again.stderr and "overwrite_output_dir" in again.stderr
+    assert len(_metrics(toy / "run")) == 150
 
 
 def test_console_script_is_installed() -> None:
@@ -166,7 +178,7 @@ def test_adaptive_lam_moves_and_fixed_lam_stays(tiny_model_dir: Path, toy_prompt
     )
     history = adaptive.train()
     assert history[-1]["var_coef"] > 0.0 and adaptive.var_coef.n_steps == 8
-    fixed = R2VPOLLMTrainer(_config(tiny_model_dir, toy_prompts, tmp_path, var_coef=0.06, utd_ratio=2.0))
+    fixed = R2VPOLLMTrainer(_config(tiny_model_dir, toy_prompts, tmp_path / "fixed", var_coef=0.06, utd_ratio=2.0))
     assert all(m["var_coef"] == 0.06 for m in fixed.train())
 
 
@@ -198,3 +210,20 @@ def test_single_step_on_policy_warns_and_recompute_gives_ratio_one(
     history = trainer.train()
     assert history[0]["sampler_log_prob_abs_diff"] < 1e-4  # generate's log-probs agree with the trainer's
     assert history[0]["ratio_var"] < 1e-10 and history[0]["ratio_max"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_missing_local_model_path_says_so(toy_prompts: Path, tmp_path: Path) -> None:
+    config = TrainConfig(model_name_or_path=str(tmp_path / "no_model"), train_file=str(toy_prompts), output_dir=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"model_name_or_path=.*no_model.*: no such local directory"):
+        R2VPOLLMTrainer(config)
+
+
+def test_overwrite_output_dir_replaces_the_previous_run(tiny_model_dir: Path, toy_prompts: Path, tmp_path: Path) -> None:
+    R2VPOLLMTrainer(_config(tiny_model_dir, toy_prompts, tmp_path, num_iterations=2)).train()
+    assert (tmp_path / "checkpoint-2").exists()
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        R2VPOLLMTrainer(_config(tiny_model_dir, toy_prompts, tmp_path, num_iterations=1))
+    (tmp_path / "notes.txt").write_text("mine")
+    R2VPOLLMTrainer(_config(tiny_model_dir, toy_prompts, tmp_path, num_iterations=1, overwrite_output_dir=True)).train()
+    assert not (tmp_path / "checkpoint-2").exists() and (tmp_path / "checkpoint-1").exists()
+    assert len(_metrics(tmp_path)) == 1 and (tmp_path / "notes.txt").read_text() == "mine"
