@@ -34,6 +34,8 @@ from sb3_r2vpo.core import aggregate_loss, aggregation_weights, r2vpo_objective
 
 OUT_DIR = RESULTS_DIR / "llm_logprob_memory"
 MODES = ("naive", "chunked", "fused")
+#: Liger-Kernel's fused linear GRPO loss (clipped surrogate, bnpo aggregation), measured where it is installed (CUDA).
+LIGER = "liger"
 
 
 def _status_bytes(field: str) -> int:
@@ -80,7 +82,12 @@ def measure_once(
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        if mode == "fused":
+        if mode == LIGER:
+            from liger_kernel.chunked_loss import LigerFusedLinearGRPOLoss
+
+            liger_loss = LigerFusedLinearGRPOLoss(beta=0.0, use_ref_model=False, loss_type="bnpo")
+            loss, _ = liger_loss(hidden_states, weight, targets, mask.long(), advantages[:, 0], old_per_token_logps=behavior)
+        elif mode == "fused":
             weights = aggregation_weights(mask, mode="token_mean")
             loss = fused_objective_loss(
                 hidden_states,
@@ -132,11 +139,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per measurement (the first is a warm-up)")
     parser.add_argument("--out-dir", type=Path, default=OUT_DIR, help="where the JSON and PNG go")
+    parser.add_argument(
+        "--liger", action="store_true", help="also measure Liger-Kernel's LigerFusedLinearGRPOLoss (needs liger_kernel)"
+    )
     args = parser.parse_args(argv)
 
+    modes = (*MODES, LIGER) if args.liger else MODES
     rows = []
     for batch in args.batch_sizes:
-        results = {mode: measure(mode, batch, args) for mode in MODES}
+        results = {mode: measure(mode, batch, args) for mode in modes}
         # Both paths hold the float32 lm_head weight gradient; the rest is what the logits cost.
         weight_grad_mb = args.vocab * args.hidden * 4 / 2**20
         row: dict[str, float] = {"batch": batch, "tokens": batch * args.seq, "lm_head_grad_mb": weight_grad_mb}
@@ -158,6 +169,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"({row['chunked_time_ratio']:.3f}x), fused {row['fused_seconds']:.2f} ({row['fused_time_ratio']:.3f}x)",
             flush=True,
         )
+        if LIGER in results:
+            row["fused_time_vs_liger"] = results["fused"]["seconds"] / results[LIGER]["seconds"]
+            row["fused_memory_vs_liger"] = results["fused"]["peak_bytes"] / results[LIGER]["peak_bytes"]
+            print(
+                f"batch {batch}: Liger peak MB {row['liger_peak_mb']:.0f}, {row['liger_seconds']:.3f} s; fused / Liger: "
+                f"time {row['fused_time_vs_liger']:.3f}x, memory {row['fused_memory_vs_liger']:.3f}x",
+                flush=True,
+            )
 
     import matplotlib
 
@@ -170,6 +189,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "naive": "naive (full logits)",
         "chunked": f"chunked log-probs ({args.chunk_size} tokens, recompute)",
         "fused": f"fused log-probs + loss ({args.chunk_size} tokens, training path)",
+        **({LIGER: "Liger-Kernel fused linear GRPO (clip)"} if args.liger else {}),
     }
     for key, label in labels.items():
         ax_mem.plot(batches, [r[f"{key}_peak_mb"] for r in rows], marker="o", label=label)

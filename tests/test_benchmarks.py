@@ -20,6 +20,7 @@ SCRIPTS = [
     "sample_efficiency",
     "llm_logprob_memory",
     "llm_objective_overhead",
+    "gpu_check",
     "llm_toy_comparison",
     "learning_curves",
 ]
@@ -117,6 +118,16 @@ def _run_benchmark(script: str, *args: str) -> str:
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+@pytest.mark.slow
+def test_gpu_check_smoke_run_on_cpu(tmp_path: Path) -> None:
+    """The GPU check's code path at tiny sizes on CPU: it must run as prepared when a GPU session gets it."""
+    out = _run_benchmark("gpu_check", "--device", "cpu", "--small", "--out-dir", str(tmp_path))
+    payload = json.loads((tmp_path / "cpu_small.json").read_text())
+    assert payload["gpu"] == "cpu" and "goals:" in out
+    assert payload["training"]["behavior_vs_recomputed_abs_diff_mean"] < 1e-4  # the engine scores as the trainer does
+    assert {"naive_peak_mb", "fused_peak_mb", "fused_memory_ratio"} <= set(payload["log_probs_and_loss"][0])
 
 
 @pytest.mark.slow
