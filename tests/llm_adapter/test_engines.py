@@ -8,6 +8,21 @@ from llm_adapter.engines import TransformersEngine, VLLMEngine, vllm_sampling_kw
 from llm_adapter.logprobs import chunked_token_log_probs, completion_hidden_states
 
 
+def _recomputed(model: Any, batch: Any, temperature: float) -> th.Tensor:
+    """The completion tokens' log-probs as the trainer computes them, written out from the model's hidden states."""
+    input_ids, attention_mask, position_ids = batch.model_inputs()
+    with th.no_grad():
+        hidden = completion_hidden_states(model, input_ids, attention_mask, position_ids)
+        width = batch.prompt_ids.shape[1]
+        return chunked_token_log_probs(
+            hidden[:, width - 1 : -1],
+            model.get_output_embeddings(),
+            batch.completion_ids,
+            mask=batch.completion_mask,
+            temperature=temperature,
+        )
+
+
 def test_transformers_engine_log_probs_match_the_trainer(tiny_model: Any, tiny_tokenizer: Any) -> None:
     """The engine's reported log-probs are log_softmax(logits / T) of the sampled tokens: what the trainer recomputes."""
     th.manual_seed(0)
@@ -22,18 +37,7 @@ def test_transformers_engine_log_probs_match_the_trainer(tiny_model: Any, tiny_t
         assert batch.truncated[row].item() == (not ends_with_eos)
         assert ends_with_eos or lengths[row] == 6
         assert tiny_tokenizer.eos_token_id not in tokens[:-1]
-    input_ids, attention_mask, position_ids = batch.model_inputs()
-    with th.no_grad():
-        hidden = completion_hidden_states(tiny_model, input_ids, attention_mask, position_ids)
-        width = batch.prompt_ids.shape[1]
-        recomputed = chunked_token_log_probs(
-            hidden[:, width - 1 : -1],
-            tiny_model.get_output_embeddings(),
-            batch.completion_ids,
-            mask=batch.completion_mask,
-            temperature=0.7,
-        )
-    th.testing.assert_close(recomputed, batch.behavior_log_probs, rtol=0, atol=1e-4)
+    th.testing.assert_close(_recomputed(tiny_model, batch, 0.7), batch.behavior_log_probs, rtol=0, atol=1e-4)
     tiny_model.train()
     engine.generate(prompts, group_size=1, max_new_tokens=2, temperature=1.0, policy_version=0)
     assert tiny_model.training
@@ -70,18 +74,7 @@ def test_the_models_generation_config_never_reaches_sampling(tiny_model: Any, ti
     assert len({token for tokens in completions for token in tokens}) > 4
     assert tiny_model.generation_config is defaults and defaults.repetition_penalty == 100.0  # restored
     # The reported log-probs are the trainer's recomputation of the same tokens (fp32 tolerance).
-    input_ids, attention_mask, position_ids = batch.model_inputs()
-    with th.no_grad():
-        hidden = completion_hidden_states(tiny_model, input_ids, attention_mask, position_ids)
-        width = batch.prompt_ids.shape[1]
-        recomputed = chunked_token_log_probs(
-            hidden[:, width - 1 : -1],
-            tiny_model.get_output_embeddings(),
-            batch.completion_ids,
-            mask=batch.completion_mask,
-            temperature=1.0,
-        )
-    th.testing.assert_close(recomputed, batch.behavior_log_probs, rtol=0, atol=1e-5)
+    th.testing.assert_close(_recomputed(tiny_model, batch, 1.0), batch.behavior_log_probs, rtol=0, atol=1e-5)
 
 
 def test_generation_runs_in_the_trainers_precision(tiny_model: Any, tiny_tokenizer: Any) -> None:

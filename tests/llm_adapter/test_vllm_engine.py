@@ -15,6 +15,7 @@ import torch as th
 from llm_adapter.config import TrainConfig
 from llm_adapter.trainer import R2VPOLLMTrainer
 from tests.llm_adapter.test_rollouts import LookalikeCompletionOutput, LookalikeLogprob, LookalikeRequestOutput
+from tests.llm_adapter.test_trainer import _config as trainer_config
 
 
 class RecordingModel:
@@ -101,24 +102,11 @@ def recording_vllm(monkeypatch: pytest.MonkeyPatch) -> list[RecordingLLM]:
 
 
 def _config(tiny_model_dir: Path, toy_prompts: Path, output_dir: Path, **overrides: Any) -> TrainConfig:
-    values: dict[str, Any] = {
-        "model_name_or_path": str(tiny_model_dir),
-        "train_file": str(toy_prompts),
-        "reward": "toy_repeat_digit",
-        "output_dir": str(output_dir),
-        "engine": "vllm",
-        "max_completion_length": 3,
-        "num_iterations": 2,
-        "prompts_per_iteration": 2,
-        "group_size": 2,
-        "micro_batch_size": 2,
-        "gradient_accumulation_steps": 1,
-        "learning_rate": 1e-2,
-        "progress_bar": False,
-        "report_to_tensorboard": False,
-    }
-    values.update(overrides)
-    return TrainConfig(**values)
+    small = {"max_completion_length": 3, "prompts_per_iteration": 2, "group_size": 2, "micro_batch_size": 2}
+    return trainer_config(
+        tiny_model_dir, toy_prompts, output_dir, engine="vllm", gradient_accumulation_steps=1, learning_rate=1e-2,
+        **{**small, **overrides},
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("sleep_mode", [False, True], ids=["awake", "sleep_mode"])
