@@ -17,7 +17,7 @@ from stable_baselines3.common.envs import (
     SimpleMultiObsEnv,
 )
 from stable_baselines3.common.logger import configure
-from stable_baselines3.common.vec_env import VecEnvWrapper, VecNormalize
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnvWrapper, VecNormalize
 
 from sb3_r2vpo import R2VPO, R2VPOOff
 from sb3_r2vpo.r2vpo_off.buffers import (
@@ -454,3 +454,16 @@ def test_target_kl_bounds_the_update_not_the_distance_to_stale_behavior_policies
     # ... but it starts at KL 0 from itself: it takes gradient steps until it has moved by about target_kl.
     assert model.var_coef_controller.n_steps > steps_before
     assert 0.0 < model.logger.name_to_value["train/update_kl"] <= 1.5 * model.target_kl
+
+
+def test_vec_normalize_with_dict_observations_and_truncations() -> None:
+    env = VecNormalize(DummyVecEnv([_TimeLimitedDictEnv]), norm_obs_keys=["vec"])
+    model = R2VPOOff("MultiInputPolicy", env, replay_capacity=2, utd_ratio=1, seed=0, **TINY)
+    model.learn(3 * 64)
+    buffer = model.replay_buffer
+    assert buffer.observations["img"].dtype == np.uint8  # images stay raw bytes
+    assert all(record is not None and len(record) >= 2 for record in buffer.timeouts)
+    samples = buffer.get_samples(np.arange(8), iteration=3, normalization=InputNormalization.of(env))
+    raw_vec = buffer.observations["vec"][0, :8, 0]
+    expected = np.clip((raw_vec - env.obs_rms["vec"].mean) / np.sqrt(env.obs_rms["vec"].var + env.epsilon), -10, 10)
+    np.testing.assert_allclose(samples.observations["vec"].numpy(), expected, rtol=1e-5, atol=1e-6)
