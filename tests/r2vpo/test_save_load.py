@@ -176,3 +176,14 @@ def test_files_with_a_pickled_controller_still_load(tmp_path, algorithm: type[R2
     loaded.save(tmp_path / "resaved.zip")
     again = algorithm.load(tmp_path / "resaved.zip")
     assert again.var_coef_controller.state_dict() == controller.state_dict()
+
+
+def test_r2vpo_off_load_overrides_take_effect(tmp_path) -> None:
+    model = R2VPOOff("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, replay_capacity=2, var_coef_lr=3.0, seed=0)
+    model.learn(128)
+    model.save(tmp_path / "off.zip")
+    loaded = R2VPOOff.load(tmp_path / "off.zip", var_coef=0.06, var_coef_lr=0.0, var_coef_max=5.0)
+    controller = loaded.var_coef_controller
+    assert (controller.value, controller.adaptive, controller.var_coef_max) == (0.06, False, 5.0)
+    continued = R2VPOOff.load(tmp_path / "off.zip", env=model.get_env())
+    assert continued.var_coef_value == model.var_coef_value and continued.replay_capacity == 2
