@@ -159,21 +159,30 @@ def available_memory_bytes(meminfo: str = "/proc/meminfo") -> int | None:
     return None
 
 
+def permutation_pass_lengths(n_samples: int, n_stored: int) -> Iterator[int]:
+    """
+    How many samples each permutation pass over the ``n_stored`` transitions takes when ``n_samples`` are drawn in
+    all: whole passes, the last one cut short.
+    """
+    drawn = 0
+    while drawn < n_samples:
+        take = min(n_stored, n_samples - drawn)
+        yield take
+        drawn += take
+
+
 def minibatch_sizes(n_samples: int, n_stored: int, batch_size: int) -> list[int]:
     """
-    Sizes of the minibatches :meth:`RolloutReplayBuffer.minibatch_indices` yields: successive permutations of the
-    ``n_stored`` transitions (the last one cut at ``n_samples`` in all), each cut into ``batch_size`` chunks.
+    Sizes of the minibatches :meth:`RolloutReplayBuffer.minibatch_indices` yields: each permutation pass
+    (:func:`permutation_pass_lengths`) cut into ``batch_size`` chunks.
 
     :param n_samples: total number of samples drawn
     :param n_stored: number of stored transitions
     :param batch_size: minibatch size
     """
     sizes: list[int] = []
-    drawn = 0
-    while drawn < n_samples:
-        take = min(n_stored, n_samples - drawn)
+    for take in permutation_pass_lengths(n_samples, n_stored):
         sizes += [batch_size] * (take // batch_size) + ([take % batch_size] if take % batch_size else [])
-        drawn += take
     return sizes
 
 
@@ -335,7 +344,7 @@ class RolloutReplayBuffer:
 
     def record_update_start(
         self,
-        log_prob: Callable[[TensorObs, th.Tensor], th.Tensor],
+        log_prob: Callable[[TensorObs, th.Tensor | None], th.Tensor],
         normalization: InputNormalization = NO_NORMALIZATION,
         chunk_size: int = 4096,
     ) -> None:
@@ -349,15 +358,10 @@ class RolloutReplayBuffer:
         slots = np.array(self.slots_oldest_first())
         if len(slots) == 0:
             return
-        flat_obs = {key: value[slots].reshape(-1, *self._layout[key][0]) for key, value in self.observations.items()}
-        flat_actions = self.actions[slots].reshape(-1, self.action_dim)
-        out = np.empty(len(flat_actions), dtype=np.float32)
-        with th.no_grad():
-            for start in range(0, len(out), chunk_size):
-                chunk = {key: value[start : start + chunk_size] for key, value in flat_obs.items()}
-                actions = th.as_tensor(flat_actions[start : start + chunk_size], device=self.device)
-                out[start : start + chunk_size] = log_prob(self._normalized(chunk, normalization), actions).cpu().numpy()
-        self.update_start_log_probs[slots] = out.reshape(self.log_probs[slots].shape)
+        observations = {key: value[slots] for key, value in self.observations.items()}
+        self.update_start_log_probs[slots] = self._evaluate(
+            log_prob, observations, normalization, chunk_size, actions=self.actions[slots]
+        )
 
     def _normalized(self, observations: dict[str | None, np.ndarray], normalization: InputNormalization) -> TensorObs:
         """A flat batch of raw observations, normalized and as tensors."""
@@ -373,17 +377,36 @@ class RolloutReplayBuffer:
         normalization: InputNormalization,
         chunk_size: int,
     ) -> np.ndarray:
+        return self._evaluate(lambda obs, _: policy.predict_values(obs), observations, normalization, chunk_size)
+
+    def _evaluate(
+        self,
+        function: Callable[[TensorObs, th.Tensor | None], th.Tensor],
+        observations: dict[str | None, np.ndarray],
+        normalization: InputNormalization,
+        chunk_size: int,
+        actions: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """
+        ``function(observations, actions)`` (one value per transition) over a batch of stored raw observations of
+        any leading shape, normalized now, ``chunk_size`` transitions per forward pass, without gradients.
+        """
         first = next(iter(observations.values()))
         batch_shape = first.shape[: first.ndim - len(self._layout[next(iter(observations))][0])]
         flat = {key: value.reshape(-1, *self._layout[key][0]) for key, value in observations.items()}
+        flat_actions = None if actions is None else actions.reshape(-1, self.action_dim)
         n = next(iter(flat.values())).shape[0]
         out = np.empty(n, dtype=np.float32)
         with th.no_grad():
             for start in range(0, n, chunk_size):
                 chunk = {key: value[start : start + chunk_size] for key, value in flat.items()}
-                out[start : start + chunk_size] = (
-                    policy.predict_values(self._normalized(chunk, normalization)).flatten().cpu().numpy()
+                chunk_actions = (
+                    None
+                    if flat_actions is None
+                    else th.as_tensor(flat_actions[start : start + chunk_size], device=self.device)
                 )
+                result = function(self._normalized(chunk, normalization), chunk_actions)
+                out[start : start + chunk_size] = result.flatten().cpu().numpy()
         return out.reshape(batch_shape)
 
     def _to_tensor_obs(self, observations: dict[str | None, np.ndarray]) -> TensorObs:
@@ -405,12 +428,10 @@ class RolloutReplayBuffer:
         slots = np.flatnonzero(self.iterations >= 0)
         stored = slots[:, None] * self.transitions_per_rollout + np.arange(self.transitions_per_rollout)[None, :]
         stored = stored.reshape(-1)
-        drawn = 0
-        while drawn < n_samples:
-            permutation = stored[np.random.permutation(len(stored))][: n_samples - drawn]
-            for start in range(0, len(permutation), batch_size):
+        for take in permutation_pass_lengths(n_samples, len(stored)):
+            permutation = stored[np.random.permutation(len(stored))][:take]
+            for start in range(0, take, batch_size):
                 yield permutation[start : start + batch_size]
-            drawn += len(permutation)
 
     def get_samples(
         self, flat_indices: np.ndarray, iteration: int, normalization: InputNormalization = NO_NORMALIZATION

@@ -316,7 +316,8 @@ class R2VPOOff(R2VPO):
             self.replay_buffer.record_update_start(self._log_prob_of_stored_actions, normalization)
         super().train()
 
-    def _log_prob_of_stored_actions(self, observations: Any, actions: th.Tensor) -> th.Tensor:
+    def _log_prob_of_stored_actions(self, observations: Any, actions: th.Tensor | None) -> th.Tensor:
+        assert actions is not None, "the replay passes the stored actions"
         if isinstance(self.action_space, spaces.Discrete):
             actions = actions.long().flatten()
         return self.policy.evaluate_actions(observations, actions)[1]
