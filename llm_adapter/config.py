@@ -112,10 +112,10 @@ class TrainConfig:
     def _check_settings_belong_to_the_objective(self) -> None:
         """A setting the chosen objective ignores is an error, not a silent no-op (e.g. ``var_coef`` with GRPO)."""
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        used = _objective_settings(self.objective)
+        used = LLM_OBJECTIVES[self.objective].settings
         for name in ("var_coef", "target_var", "var_coef_lr", "var_coef_max", "clip_range", "clip_range_high"):
             if name not in used and getattr(self, name) != defaults[name]:
-                users = sorted(key for key in LLM_OBJECTIVES if name in _objective_settings(key))
+                users = sorted(key for key, objective in LLM_OBJECTIVES.items() if name in objective.settings)
                 raise ValueError(
                     f"{name}={getattr(self, name)!r} has no effect with objective={self.objective!r}: it is a setting of "
                     f"{users}; remove it or choose one of those objectives"
@@ -224,16 +224,6 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """All fields as a plain dict (saved next to checkpoints)."""
         return dataclasses.asdict(self)
-
-
-def _objective_settings(objective: str) -> set[str]:
-    if objective == "r2vpo":
-        return {"var_coef", "target_var", "var_coef_lr", "var_coef_max"}
-    if objective == "spo":
-        return {"clip_range"}
-    if objective == "topr":
-        return set()
-    return {"clip_range", "clip_range_high"}
 
 
 def _resolve_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:

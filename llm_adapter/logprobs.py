@@ -322,6 +322,19 @@ def completion_hidden_states(
     return outputs.last_hidden_state
 
 
+def rollout_completion_hidden(model: nn.Module, batch: "RolloutBatch") -> th.Tensor:
+    """
+    The final hidden states at the positions that predict a batch's completion tokens, ``[B, T, H]``.
+
+    :param model: a Hugging Face causal LM
+    :param batch: rollouts on the model's device, :meth:`RolloutBatch.trimmed`
+    """
+    input_ids, attention_mask, position_ids = batch.model_inputs()
+    prompt_width = batch.prompt_ids.shape[1]
+    hidden = completion_hidden_states(model, input_ids, attention_mask, position_ids)
+    return hidden[:, prompt_width - 1 : prompt_width - 1 + batch.completion_ids.shape[1]]
+
+
 @th.no_grad()
 def rollout_log_probs(
     model: nn.Module,
@@ -350,12 +363,10 @@ def rollout_log_probs(
     for start in range(0, len(batch), step):
         rows = th.arange(start, min(start + step, len(batch)))
         micro = batch.select(rows).trimmed().to(device)
-        input_ids, attention_mask, position_ids = micro.model_inputs()
-        prompt_width, width = micro.prompt_ids.shape[1], micro.completion_ids.shape[1]
+        width = micro.completion_ids.shape[1]
         with precision():
-            hidden = completion_hidden_states(model, input_ids, attention_mask, position_ids)
             log_probs = chunked_token_log_probs(
-                hidden[:, prompt_width - 1 : prompt_width - 1 + width],
+                rollout_completion_hidden(model, micro),
                 model.get_output_embeddings(),  # type: ignore[operator]
                 micro.completion_ids,
                 mask=micro.completion_mask,

@@ -29,6 +29,17 @@ class LLMObjective:
         """The core objective."""
         return get_objective(self.core_name)
 
+    @property
+    def settings(self) -> frozenset[str]:
+        """The ``TrainConfig`` fields this objective reads (the others of its kind have no effect on it)."""
+        if self.core_name == "r2vpo":
+            return frozenset({"var_coef", "target_var", "var_coef_lr", "var_coef_max"})
+        if self.core_name == "spo":
+            return frozenset({"clip_range"})
+        if self.core_name == "topr":
+            return frozenset()
+        return frozenset({"clip_range", "clip_range_high"})
+
     def coefficients(self, *, var_coef: float, clip_range: float, clip_range_high: float | None) -> dict[str, float | None]:
         """
         The keyword coefficients of the core call.

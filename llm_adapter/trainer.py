@@ -26,12 +26,7 @@ from llm_adapter.advantages import group_relative_advantages
 from llm_adapter.config import TrainConfig
 from llm_adapter.data import PromptSampler, format_prompt, load_prompt_dataset
 from llm_adapter.engines.base import RolloutEngine
-from llm_adapter.logprobs import (
-    chunked_token_log_probs,
-    completion_hidden_states,
-    fused_objective_loss,
-    rollout_log_probs,
-)
+from llm_adapter.logprobs import fused_objective_loss, rollout_completion_hidden, rollout_log_probs
 from llm_adapter.metrics_log import MetricsLogger
 from llm_adapter.objectives import LLM_OBJECTIVES
 from llm_adapter.replay import RolloutReplay
@@ -245,30 +240,6 @@ class R2VPOLLMTrainer:
             return contextlib.nullcontext()
         return th.autocast(device_type=self.device.type, dtype=th.bfloat16)
 
-    def _completion_hidden(self, batch: RolloutBatch) -> th.Tensor:
-        """The final hidden states at the positions that predict the completion tokens, ``[B, T, H]``."""
-        input_ids, attention_mask, position_ids = batch.model_inputs()
-        prompt_width = batch.prompt_ids.shape[1]
-        hidden = completion_hidden_states(self.model, input_ids, attention_mask, position_ids)
-        return hidden[:, prompt_width - 1 : prompt_width - 1 + batch.completion_ids.shape[1]]
-
-    def completion_log_probs(self, batch: RolloutBatch) -> th.Tensor:
-        """
-        Log-probs of the completion tokens under the current model, at the sampling temperature, ``[B, T]`` float32.
-
-        :param batch: a batch on the model's device, already :meth:`RolloutBatch.trimmed`
-        :return: log-probs (0 on padding)
-        """
-        with self._autocast():
-            return chunked_token_log_probs(
-                self._completion_hidden(batch),
-                self.model.get_output_embeddings(),
-                batch.completion_ids,
-                mask=batch.completion_mask,
-                temperature=self.config.temperature,
-                chunk_size=self.config.logprob_chunk_size,
-            )
-
     def recompute_behavior_log_probs(self, batch: RolloutBatch) -> RolloutBatch:
         """
         The batch with its behavior log-probs replaced by the trainer's (``behavior_log_probs="recompute"``).
@@ -385,7 +356,7 @@ class R2VPOLLMTrainer:
             weights = aggregation_weights(micro.completion_mask, mode=config.loss_aggregation, normalizer=normalizer)
             with self._autocast():
                 fused = fused_objective_loss(
-                    self._completion_hidden(micro),
+                    rollout_completion_hidden(self.model, micro),
                     self.model.get_output_embeddings(),
                     micro.completion_ids,
                     micro.behavior_log_probs,
