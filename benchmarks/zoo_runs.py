@@ -27,6 +27,10 @@ RUNS_DIR = RESULTS_DIR / "runs"
 #: PPO settings for tasks rl_zoo3 has no PPO entry for (DeepMind Control).
 LOCAL_PPO_HYPERPARAMS = Path(__file__).resolve().parent / "hyperparams" / "ppo.yml"
 EVAL_FREQ = 5_000
+#: The log-space dual update with its step size (per gradient step, on the relative violation ``V / target - 1``).
+LOG_DUAL = {"var_coef_update": "log", "var_coef_lr": 0.01}
+#: Algorithms whose entry's learning rate is decayed linearly to 0 (when the entry does not schedule it already).
+LINEAR_LR_DECAY = {"ppo_lin_lr"}
 
 
 def ppo_hyperparams_file() -> Path | None:
@@ -56,6 +60,9 @@ def algorithm(name: str) -> tuple[type[BaseAlgorithm], Path | None, dict[str, An
         # The same short rollouts without replay (replay_capacity=1 is R2VPO-ON): isolates what the replay adds.
         "r2vpo_off_capacity1": (R2VPOOff, HYPERPARAMS_DIR / "r2vpo_off.yml", {"replay_capacity": 1}),
         "r2vpo_ppo_settings": (R2VPO, ppo_hyperparams_file(), {}),
+        "ppo_lin_lr": (PPO, ppo_hyperparams_file(), {}),
+        "r2vpo_log_dual": (R2VPO, HYPERPARAMS_DIR / "r2vpo.yml", LOG_DUAL),
+        "r2vpo_off_log_dual": (R2VPOOff, HYPERPARAMS_DIR / "r2vpo_off.yml", LOG_DUAL),
     }
     if name not in table:
         raise ValueError(f"Unknown algorithm {name!r}; choose one of {sorted(table)}")
@@ -66,6 +73,15 @@ def run_path(name: str, env_id: str, seed: int, n_timesteps: int | None = None, 
     """Where the run is cached; a budget other than the zoo entry's is part of the name."""
     budget = "" if n_timesteps is None else f"__{n_timesteps}steps"
     return runs_dir / f"{env_id.replace('/', '_')}__{name}__{seed}{budget}.json"
+
+
+def linear_decay(learning_rate: float | str) -> str:
+    """The zoo spelling of ``learning_rate`` decayed linearly to 0 (a ``lin_`` schedule is kept as it is)."""
+    if isinstance(learning_rate, str):
+        if learning_rate.startswith("lin_"):
+            return learning_rate
+        raise ValueError(f"learning_rate={learning_rate!r}: only a number or a lin_ schedule can be decayed linearly")
+    return f"lin_{float(learning_rate):g}"
 
 
 class StaleRunError(RuntimeError):
@@ -94,6 +110,8 @@ def run_config(name: str, env_id: str) -> RunConfig:
     entry = load_zoo_entry(hyperparams_file, env_id, fallback=LOCAL_PPO_HYPERPARAMS if uses_ppo_file else None)
     if uses_ppo_file and algo_class is not PPO:
         entry.pop("clip_range", None)  # the penalty replaces the clip
+    if name in LINEAR_LR_DECAY:
+        entry["learning_rate"] = linear_decay(entry.get("learning_rate", 3e-4))
     return RunConfig(algo_class, entry, overrides, hyperparams_file)
 
 

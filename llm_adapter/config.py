@@ -15,7 +15,8 @@ from sb3_r2vpo.core.aggregation import AGGREGATIONS
 from sb3_r2vpo.core.dual import parse_var_coef
 from sb3_r2vpo.core.validation import check_int, check_positive
 
-ENGINES = ("transformers", "vllm")
+ENGINES = ("transformers", "vllm", "vllm_server")
+LR_SCHEDULERS = ("constant", "linear", "cosine")
 BEHAVIOR_LOG_PROBS = ("rollout", "recompute")
 LLM_AGGREGATIONS = tuple(mode for mode in AGGREGATIONS if mode != "mean")
 
@@ -45,12 +46,31 @@ class TrainConfig:
     )
     tokenizer_name_or_path: str | None = field(default=None, metadata=_help("Tokenizer location (default: the model's)"))
     prompt_column: str = field(default="prompt", metadata=_help("Column holding the prompt (text or chat messages)"))
+    column_mapping: dict[str, str] | None = field(
+        default=None,
+        metadata=_help(
+            "Reward columns taken from other (nested) columns, 'name=path' pairs separated by commas, e.g. "
+            "'answer=reward_model.ground_truth' for DAPO-Math-17k"
+        ),
+    )
+    eval_file: str | None = field(default=None, metadata=_help("Held-out prompts (.jsonl/.json/.parquet) for evaluation"))
+    eval_steps: int = field(default=0, metadata=_help("Evaluate on eval_file every this many iterations (0: at the end only)"))
+    eval_num_samples: int = field(default=4, metadata=_help("Completions per evaluation prompt: pass@1 and pass@k, k = this"))
+    eval_max_prompts: int | None = field(
+        default=None, metadata=_help("Evaluate on the first this many prompts (default: all)")
+    )
+    eval_temperature: float = field(default=0.6, metadata=_help("Evaluation sampling temperature (the paper's 0.6)"))
+    eval_top_p: float = field(default=0.95, metadata=_help("Evaluation nucleus sampling (the paper's 0.95)"))
+    eval_top_k: int = field(default=20, metadata=_help("Evaluation top-k sampling (the paper's 20; 0: off)"))
     use_chat_template: bool = field(default=True, metadata=_help("Apply the tokenizer's chat template to prompts"))
     system_prompt: str | None = field(default=None, metadata=_help("Optional system message"))
     thinking: str = field(
         default="none", metadata=_help("'slow' appends <think>, 'fast' an empty think block, 'none' nothing")
     )
-    engine: str = field(default="transformers", metadata=_help("Rollout engine: 'transformers' (generate) or 'vllm'"))
+    engine: str = field(
+        default="transformers",
+        metadata=_help("Rollout engine: 'transformers' (generate), 'vllm' (in-process) or 'vllm_server' (trl vllm-serve)"),
+    )
     objective: str = field(default="r2vpo", metadata=_help(f"Policy objective, one of {sorted(LLM_OBJECTIVES)}"))
     # "auto" starts lam at 1.0 (as SB3's R2VPO): on the toy benchmark, starting from 0 left lam at 0 (the measured
     # token ratio variance sat below target_var) and learned far worse (benchmarks/llm_toy_comparison.py).
@@ -69,7 +89,9 @@ class TrainConfig:
     num_iterations: int = field(default=100, metadata=_help("Generations (each followed by a training phase)"))
     prompts_per_iteration: int = field(default=8, metadata=_help("Prompts per generation"))
     group_size: int = field(default=8, metadata=_help("Completions per prompt (>= 2)"))
-    max_prompt_length: int = field(default=512, metadata=_help("Longest tokenized prompt allowed (longer ones are an error)"))
+    max_prompt_length: int = field(
+        default=512, metadata=_help("Longest tokenized prompt: longer ones are dropped when the data is loaded (counted)")
+    )
     max_completion_length: int = field(default=256, metadata=_help("Completion length limit"))
     temperature: float = field(default=1.0, metadata=_help("Sampling temperature, matched by the trainer's log-probs"))
     replay_capacity: int = field(
@@ -82,16 +104,33 @@ class TrainConfig:
     micro_batch_size: int = field(default=8, metadata=_help("Completions per forward/backward pass"))
     gradient_accumulation_steps: int = field(default=2, metadata=_help("Micro-batches per optimizer step"))
     learning_rate: float = field(default=1e-6, metadata=_help("AdamW learning rate"))
+    lr_scheduler_type: str = field(
+        default="constant", metadata=_help(f"Learning-rate schedule after warmup, one of {LR_SCHEDULERS}")
+    )
+    warmup_ratio: float = field(default=0.0, metadata=_help("Linear warmup over this fraction of all optimizer steps"))
+    warmup_steps: int = field(
+        default=0, metadata=_help("Linear warmup over this many optimizer steps (overrides warmup_ratio)")
+    )
     weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay"))
     adam_beta1: float = field(default=0.9, metadata=_help("AdamW beta1"))
     adam_beta2: float = field(default=0.999, metadata=_help("AdamW beta2"))
     max_grad_norm: float = field(default=1.0, metadata=_help("Gradient-norm clip"))
     bf16: bool | None = field(default=None, metadata=_help("bf16 autocast (default: on when training on CUDA)"))
     gradient_checkpointing: bool = field(default=False, metadata=_help("Trade compute for activation memory"))
+    use_peft: bool = field(default=False, metadata=_help("Train LoRA adapters (peft) instead of all weights"))
+    lora_r: int = field(default=16, metadata=_help("LoRA rank"))
+    lora_alpha: int = field(default=32, metadata=_help("LoRA alpha (scale alpha / r)"))
+    lora_dropout: float = field(default=0.05, metadata=_help("LoRA dropout"))
+    lora_target_modules: str = field(
+        default="all-linear", metadata=_help("Modules given adapters: 'all-linear' or comma-separated names (q_proj,v_proj)")
+    )
     logprob_chunk_size: int = field(default=256, metadata=_help("Tokens whose logits exist at once in the log-prob pass"))
     device: str = field(default="auto", metadata=_help("'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1', ..."))
     seed: int = field(default=0, metadata=_help("Seed of sampling, data order and replay draws"))
     save_steps: int = field(default=0, metadata=_help("Checkpoint every this many iterations (0: only at the end)"))
+    save_total_limit: int | None = field(
+        default=None, metadata=_help("Keep at most this many checkpoints, deleting the oldest (default: keep all)")
+    )
     resume_from_checkpoint: str | None = field(
         default=None, metadata=_help("A checkpoint directory, or 'latest' in output_dir")
     )
@@ -105,6 +144,13 @@ class TrainConfig:
         default=1, metadata=_help("vLLM engine: tensor parallel degree (1: vLLM runs in the trainer's process)")
     )
     vllm_enable_sleep_mode: bool = field(default=False, metadata=_help("vLLM engine: release GPU memory while training"))
+    vllm_server_base_url: str | None = field(
+        default=None, metadata=_help("vllm_server engine: the server's URL (default: http://vllm_server_host:port)")
+    )
+    vllm_server_host: str = field(default="0.0.0.0", metadata=_help("vllm_server engine: host of `trl vllm-serve`"))
+    vllm_server_port: int = field(default=8000, metadata=_help("vllm_server engine: its HTTP port"))
+    vllm_group_port: int = field(default=51216, metadata=_help("vllm_server engine: its weight-update (NCCL) port"))
+    vllm_server_timeout: float = field(default=240.0, metadata=_help("vllm_server engine: seconds to wait for the server"))
 
     def __post_init__(self) -> None:
         self.validate()
@@ -129,6 +175,7 @@ class TrainConfig:
             ("loss_aggregation", LLM_AGGREGATIONS),
             ("behavior_log_probs", BEHAVIOR_LOG_PROBS),
             ("thinking", THINKING_MODES),
+            ("lr_scheduler_type", LR_SCHEDULERS),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be one of {allowed}")
@@ -161,6 +208,18 @@ class TrainConfig:
         check_int("logprob_chunk_size", self.logprob_chunk_size, minimum=1)
         check_int("save_steps", self.save_steps, minimum=0)
         check_int("logging_steps", self.logging_steps, minimum=1)
+        if self.save_total_limit is not None:
+            check_int("save_total_limit", self.save_total_limit, minimum=1)
+        if not (isinstance(self.warmup_ratio, float | int) and 0.0 <= self.warmup_ratio < 1.0):
+            raise ValueError(f"warmup_ratio={self.warmup_ratio!r} must be in [0, 1)")
+        check_int("warmup_steps", self.warmup_steps, minimum=0)
+        self._validate_peft()
+        self._validate_eval()
+        if self.column_mapping is not None:
+            parse_column_mapping(self.column_mapping)
+        check_int("vllm_server_port", self.vllm_server_port, minimum=1)
+        check_int("vllm_group_port", self.vllm_group_port, minimum=1)
+        check_positive("vllm_server_timeout", self.vllm_server_timeout, allow_zero=True)
         if not (0.0 < self.vllm_gpu_memory_utilization <= 1.0):
             raise ValueError(f"vllm_gpu_memory_utilization={self.vllm_gpu_memory_utilization} must be in (0, 1]")
         check_int("vllm_tensor_parallel_size", self.vllm_tensor_parallel_size, minimum=1)
@@ -170,6 +229,35 @@ class TrainConfig:
                 "process (1 only); for several GPUs use llm_adapter.trl or llm_adapter.verl"
             )
         self._check_settings_belong_to_the_objective()
+
+    def _validate_peft(self) -> None:
+        check_int("lora_r", self.lora_r, minimum=1)
+        check_int("lora_alpha", self.lora_alpha, minimum=1)
+        if not (isinstance(self.lora_dropout, float | int) and 0.0 <= self.lora_dropout < 1.0):
+            raise ValueError(f"lora_dropout={self.lora_dropout!r} must be in [0, 1)")
+        if not self.lora_target_modules.strip(", "):
+            raise ValueError("lora_target_modules='' names no module: use 'all-linear' or names such as 'q_proj,v_proj'")
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        if not self.use_peft:
+            changed = [
+                name
+                for name in ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
+                if getattr(self, name) != defaults[name]
+            ]
+            if changed:
+                raise ValueError(f"{changed} set but use_peft=False: set use_peft=True to train LoRA adapters")
+
+    def _validate_eval(self) -> None:
+        check_int("eval_steps", self.eval_steps, minimum=0)
+        check_int("eval_num_samples", self.eval_num_samples, minimum=1)
+        if self.eval_max_prompts is not None:
+            check_int("eval_max_prompts", self.eval_max_prompts, minimum=1)
+        check_positive("eval_temperature", self.eval_temperature)
+        if not (isinstance(self.eval_top_p, float | int) and 0.0 < self.eval_top_p <= 1.0):
+            raise ValueError(f"eval_top_p={self.eval_top_p!r} must be in (0, 1]")
+        check_int("eval_top_k", self.eval_top_k, minimum=0)
+        if self.eval_file is None and self.eval_steps:
+            raise ValueError(f"eval_steps={self.eval_steps} but no eval_file: give the held-out prompts to evaluate on")
 
     @property
     def optimizer_batch_size(self) -> int:
@@ -186,6 +274,16 @@ class TrainConfig:
         """Optimizer steps of one training phase (the last one may be smaller)."""
         draws = max(1, round(self.utd_ratio * self.completions_per_iteration))
         return math.ceil(draws / self.optimizer_batch_size)
+
+    @property
+    def total_optimizer_steps(self) -> int:
+        """Optimizer steps of the whole run: what the learning-rate schedule spans."""
+        return self.num_iterations * self.optimizer_steps_per_iteration
+
+    @property
+    def num_warmup_steps(self) -> int:
+        """Warmup length in optimizer steps: ``warmup_steps`` when set, else ``warmup_ratio`` of all steps."""
+        return self.warmup_steps if self.warmup_steps else math.ceil(self.warmup_ratio * self.total_optimizer_steps)
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> "TrainConfig":
@@ -232,7 +330,14 @@ def _resolve_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
     there (``model_name_or_path`` may also be a hub id; a ``file.py:function`` reward's file counts).
     """
     resolved = dict(values)
-    for name in ("model_name_or_path", "tokenizer_name_or_path", "train_file", "resume_from_checkpoint", "reward"):
+    for name in (
+        "model_name_or_path",
+        "tokenizer_name_or_path",
+        "train_file",
+        "eval_file",
+        "resume_from_checkpoint",
+        "reward",
+    ):
         value = resolved.get(name)
         if not isinstance(value, str) or value == "latest":
             continue
@@ -244,6 +349,38 @@ def _resolve_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
     if isinstance(output_dir, str) and not Path(output_dir).expanduser().is_absolute():
         resolved["output_dir"] = str(base / output_dir)
     return resolved
+
+
+def parse_column_mapping(mapping: dict[str, str]) -> dict[str, tuple[str, ...]]:
+    """
+    Check ``column_mapping`` and split every source path at its dots.
+
+    :param mapping: ``{reward column: source path}``, e.g. ``{"answer": "reward_model.ground_truth"}``
+    :return: ``{reward column: path parts}``
+    :raises ValueError: naming ``column_mapping`` when a name or path is empty or not a string
+    """
+    if not isinstance(mapping, dict) or not mapping:
+        raise ValueError(f"column_mapping={mapping!r} must be a non-empty mapping of column name to source path")
+    parsed = {}
+    for name, path in mapping.items():
+        parts = tuple(path.split(".")) if isinstance(path, str) else ()
+        if not isinstance(name, str) or not name or not parts or not all(parts):
+            raise ValueError(
+                f"column_mapping entry {name!r}: {path!r} is not a column path such as 'reward_model.ground_truth'"
+            )
+        parsed[name] = parts
+    return parsed
+
+
+def _parse_mapping(text: str) -> dict[str, str]:
+    pairs = [pair for pair in text.split(",") if pair.strip()]
+    mapping = {}
+    for pair in pairs:
+        name, equals, path = pair.partition("=")
+        if not equals:
+            raise argparse.ArgumentTypeError(f"expected name=path pairs separated by commas, got {text!r}")
+        mapping[name.strip()] = path.strip()
+    return mapping
 
 
 def _parse_bool(text: str) -> bool:
@@ -272,6 +409,8 @@ def _parse_var_coef(text: str) -> float | str:
 def _argument_type(annotation: Any) -> Any:
     if annotation == float | str:
         return _parse_var_coef
+    if annotation == dict[str, str] | None:
+        return _parse_optional(_parse_mapping)
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     optional = isinstance(annotation, types.UnionType) and len(args) < len(typing.get_args(annotation))
     base = args[0] if optional else annotation

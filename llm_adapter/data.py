@@ -1,5 +1,7 @@
 """Prompts from local JSON lines / parquet files (through ``datasets``), chat-formatted, drawn in seeded epochs."""
 
+import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,26 +14,95 @@ THINKING_SUFFIXES = {"none": "", "slow": "<think>\n", "fast": "<think>\n\n</thin
 _FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
 
-def load_prompt_dataset(path: str | Path, *, prompt_column: str = "prompt") -> Any:
+def load_prompt_dataset(
+    path: str | Path,
+    *,
+    prompt_column: str = "prompt",
+    column_mapping: Mapping[str, tuple[str, ...]] | None = None,
+    name: str = "train_file",
+) -> Any:
     """
     Load a local ``.jsonl``/``.json``/``.parquet`` file as a ``datasets.Dataset`` (no hub access).
 
     :param path: the file
     :param prompt_column: the column holding the prompt (a string, or a list of chat messages)
+    :param column_mapping: columns to add from (nested) columns, ``{name: path parts}``: ``{"answer":
+        ("reward_model", "ground_truth")}`` reads DAPO-Math-17k's answers as the ``answer`` column
+    :param name: the setting that named the file, for error messages
     :return: the dataset
     """
     import datasets
 
     path = Path(path)
     if path.suffix not in _FORMATS:
-        raise ValueError(f"train_file={str(path)!r}: expected one of {sorted(_FORMATS)} files")
+        raise ValueError(f"{name}={str(path)!r}: expected one of {sorted(_FORMATS)} files")
     if not path.is_file():
-        raise ValueError(f"train_file={str(path)!r} does not exist")
+        raise ValueError(f"{name}={str(path)!r} does not exist")
     dataset = datasets.load_dataset(_FORMATS[path.suffix], data_files=str(path), split="train")
     if prompt_column not in dataset.column_names:
         raise ValueError(f"prompt_column={prompt_column!r} is not a column of {path}; columns: {dataset.column_names}")
     if len(dataset) == 0:
-        raise ValueError(f"train_file={str(path)!r} has no rows")
+        raise ValueError(f"{name}={str(path)!r} has no rows")
+    if column_mapping:
+        dataset = _map_columns(dataset, column_mapping, source=str(path))
+    return dataset
+
+
+def _nested_value(row: Mapping[str, Any], parts: tuple[str, ...], *, column: str, source: str, index: int) -> Any:
+    value: Any = row
+    for depth, part in enumerate(parts):
+        if not isinstance(value, Mapping) or part not in value:
+            found = sorted(value) if isinstance(value, Mapping) else type(value).__name__
+            raise ValueError(
+                f"column_mapping {column}={'.'.join(parts)!r}: row {index} of {source} has no "
+                f"{'.'.join(parts[: depth + 1])!r} (found: {found})"
+            )
+        value = value[part]
+    return value
+
+
+def _map_columns(dataset: Any, mapping: Mapping[str, tuple[str, ...]], *, source: str) -> Any:
+    clashes = sorted(set(mapping) & set(dataset.column_names))
+    if clashes:
+        raise ValueError(f"column_mapping would overwrite the existing column(s) {clashes} of {source}: map to another name")
+
+    def add_columns(row: dict[str, Any], index: int) -> dict[str, Any]:
+        return {
+            column: _nested_value(row, parts, column=column, source=source, index=index) for column, parts in mapping.items()
+        }
+
+    return dataset.map(add_columns, with_indices=True)
+
+
+def drop_long_prompts(
+    dataset: Any, prompt_length: Callable[[dict[str, Any]], int], max_prompt_length: int, *, name: str = "train_file"
+) -> Any:
+    """
+    The rows whose tokenized prompt fits ``max_prompt_length``, with a warning that counts the rows dropped.
+
+    :param dataset: the prompt dataset
+    :param prompt_length: the number of prompt tokens of a row (chat template and thinking switch applied)
+    :param max_prompt_length: the longest prompt kept
+    :param name: the setting that named the file, for messages
+    :return: the kept rows
+    :raises ValueError: when no prompt fits
+    """
+    lengths = [prompt_length(row) for row in dataset]
+    keep = [index for index, length in enumerate(lengths) if length <= max_prompt_length]
+    dropped = len(lengths) - len(keep)
+    if not keep:
+        raise ValueError(
+            f"Every prompt of {name} is longer than max_prompt_length={max_prompt_length} (shortest: {min(lengths)} "
+            "tokens): raise max_prompt_length"
+        )
+    if dropped:
+        warnings.warn(
+            f"{name}: dropped {dropped} of {len(lengths)} prompts longer than max_prompt_length={max_prompt_length} "
+            f"tokens (longest: {max(lengths)})",
+            UserWarning,
+            stacklevel=2,
+        )
+        dataset = dataset.select(keep)
     return dataset
 
 

@@ -52,7 +52,8 @@ class MetricsLogger:
             file.write(json.dumps({"iteration": iteration, **metrics}) + "\n")
         if self.writer is not None:
             for key, value in metrics.items():
-                self.writer.add_scalar(f"train/{key}", value, iteration)
+                tag = f"eval/{key.removeprefix('eval_')}" if key.startswith("eval_") else f"train/{key}"
+                self.writer.add_scalar(tag, value, iteration)
 
     @staticmethod
     def console_summary(metrics: dict[str, float]) -> dict[str, str]:

@@ -23,9 +23,10 @@ import torch as th
 from transformers import PreTrainedModel
 
 from llm_adapter.advantages import group_relative_advantages
-from llm_adapter.config import TrainConfig
-from llm_adapter.data import PromptSampler, format_prompt, load_prompt_dataset
-from llm_adapter.engines.base import RolloutEngine
+from llm_adapter.config import TrainConfig, parse_column_mapping
+from llm_adapter.data import PromptSampler, drop_long_prompts, format_prompt, load_prompt_dataset
+from llm_adapter.engines.base import RolloutEngine, eos_token_ids
+from llm_adapter.evaluation import evaluation_metrics
 from llm_adapter.logprobs import fused_objective_loss, rollout_completion_hidden, rollout_log_probs
 from llm_adapter.metrics_log import MetricsLogger
 from llm_adapter.objectives import LLM_OBJECTIVES
@@ -121,9 +122,12 @@ class R2VPOLLMTrainer:
             raise ValueError("Models with final_logit_softcapping are not supported by the chunked log-prob path")
         if config.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
+        if config.use_peft:
+            self.model = self._with_lora_adapters(self.model)
         self.model.train()
         self.reward_fn = reward_fn if reward_fn is not None else resolve_reward(config.reward)
-        self.dataset = load_prompt_dataset(config.train_file, prompt_column=config.prompt_column)
+        self.dataset = self._load_prompts(config.train_file, "train_file")
+        self.eval_dataset = self._load_prompts(config.eval_file, "eval_file") if config.eval_file is not None else None
         self.prompt_sampler = PromptSampler(self.dataset, seed=config.seed)
         self.objective = LLM_OBJECTIVES[config.objective]
         self.var_coef = VarCoefController(
@@ -131,11 +135,12 @@ class R2VPOLLMTrainer:
         )
         self.replay = RolloutReplay(config.replay_capacity, config.utd_ratio)
         self.optimizer = th.optim.AdamW(
-            self.model.parameters(),
+            [parameter for parameter in self.model.parameters() if parameter.requires_grad],
             lr=config.learning_rate,
             betas=(config.adam_beta1, config.adam_beta2),
             weight_decay=config.weight_decay,
         )
+        self.lr_scheduler = self._build_lr_scheduler()
         self.replay_generator = th.Generator().manual_seed(config.seed)
         self.engine = engine if engine is not None else self._build_engine()
         self.iteration = 0
@@ -164,6 +169,51 @@ class R2VPOLLMTrainer:
         for name in previous:
             path = directory / name
             shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+    def _with_lora_adapters(self, model: PreTrainedModel) -> Any:
+        """The model with LoRA adapters (``peft``): only the adapters train; the engines get merged weights."""
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError as error:
+            raise ImportError("use_peft=True needs peft: pip install 'sb3-r2vpo[llm]'") from error
+        config = self.config
+        modules = config.lora_target_modules.strip()
+        targets: str | list[str] = (
+            modules if modules == "all-linear" else [name.strip() for name in modules.split(",") if name.strip()]
+        )
+        lora = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=targets,
+            task_type="CAUSAL_LM",
+        )
+        if config.gradient_checkpointing:
+            model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks need an input with grad
+        return get_peft_model(model, lora)
+
+    def _load_prompts(self, path: str, name: str) -> Any:
+        """A prompt file with ``column_mapping`` applied and the prompts longer than ``max_prompt_length`` dropped."""
+        config = self.config
+        mapping = parse_column_mapping(config.column_mapping) if config.column_mapping is not None else None
+        dataset = load_prompt_dataset(path, prompt_column=config.prompt_column, column_mapping=mapping, name=name)
+        return drop_long_prompts(
+            dataset, lambda row: len(self._prompt_tokens(row)[1]), config.max_prompt_length, name=f"{name} {path}"
+        )
+
+    def _build_lr_scheduler(self) -> th.optim.lr_scheduler.LRScheduler:
+        from transformers import get_scheduler
+
+        config = self.config
+        name = config.lr_scheduler_type
+        if name == "constant" and config.num_warmup_steps:
+            name = "constant_with_warmup"
+        return get_scheduler(
+            name,
+            self.optimizer,
+            num_warmup_steps=config.num_warmup_steps,
+            num_training_steps=config.total_optimizer_steps,
+        )
 
     @staticmethod
     def _seed_everything(seed: int) -> None:
@@ -199,6 +249,19 @@ class R2VPOLLMTrainer:
             ) from error
 
     def _build_engine(self) -> RolloutEngine:
+        config = self.config
+        if config.engine == "vllm_server":
+            from llm_adapter.engines.vllm_server_engine import VLLMServerEngine
+
+            return VLLMServerEngine(
+                pad_token_id=int(self.tokenizer.pad_token_id),
+                eos_token_ids=sorted(eos_token_ids(self.model, self.tokenizer)),
+                base_url=config.vllm_server_base_url,
+                host=config.vllm_server_host,
+                server_port=config.vllm_server_port,
+                group_port=config.vllm_group_port,
+                timeout=config.vllm_server_timeout,
+            )
         if self.config.engine == "vllm":
             from llm_adapter.engines.vllm_engine import VLLMEngine
 
@@ -259,25 +322,27 @@ class R2VPOLLMTrainer:
 
     # ----- one iteration ----------------------------------------------------------------------------------------
 
+    def _prompt_tokens(self, row: dict[str, Any]) -> tuple[str, list[int]]:
+        """The formatted prompt text of a row and its token ids."""
+        text = format_prompt(
+            self.tokenizer,
+            row[self.config.prompt_column],
+            use_chat_template=self.config.use_chat_template,
+            system_prompt=self.config.system_prompt,
+            thinking=self.config.thinking,
+        )
+        return text, self.tokenizer(text, add_special_tokens=not self.config.use_chat_template)["input_ids"]
+
     def _tokenize_prompts(self, rows: list[dict[str, Any]]) -> tuple[list[str], list[list[int]]]:
-        texts, ids = [], []
-        for row in rows:
-            text = format_prompt(
-                self.tokenizer,
-                row[self.config.prompt_column],
-                use_chat_template=self.config.use_chat_template,
-                system_prompt=self.config.system_prompt,
-                thinking=self.config.thinking,
-            )
-            tokens = self.tokenizer(text, add_special_tokens=not self.config.use_chat_template)["input_ids"]
-            if len(tokens) > self.config.max_prompt_length:
-                raise ValueError(
-                    f"A prompt has {len(tokens)} tokens, more than max_prompt_length={self.config.max_prompt_length}: "
-                    f"{text[:200]!r}..."
-                )
-            texts.append(text)
-            ids.append(tokens)
-        return texts, ids
+        pairs = [self._prompt_tokens(row) for row in rows]
+        return [text for text, _ in pairs], [tokens for _, tokens in pairs]
+
+    def _score(self, rows: list[dict[str, Any]], prompt_texts: list[str], completions: list[str], repeats: int) -> th.Tensor:
+        """The rewards of ``repeats`` consecutive completions per row, with the rows' other columns passed along."""
+        repeated = [row for row in rows for _ in range(repeats)]
+        columns = {k: [row[k] for row in repeated] for k in rows[0] if k != self.config.prompt_column}
+        prompts = [text for text in prompt_texts for _ in range(repeats)]
+        return th.tensor(score_completions(self.reward_fn, prompts, completions, columns))
 
     def generate_and_score(self) -> tuple[RolloutBatch, dict[str, float]]:
         """
@@ -301,10 +366,7 @@ class R2VPOLLMTrainer:
         self.engine.sleep()
         generation_time = time.perf_counter() - start
         completions = self.tokenizer.batch_decode(batch.completion_token_lists(), skip_special_tokens=True)
-        repeated = [row for row in rows for _ in range(config.group_size)]
-        columns = {k: [row[k] for row in repeated] for k in rows[0] if k != config.prompt_column}
-        prompts = [text for text in prompt_texts for _ in range(config.group_size)]
-        rewards = th.tensor(score_completions(self.reward_fn, prompts, completions, columns))
+        rewards = self._score(rows, prompt_texts, completions, config.group_size)
         advantages = group_relative_advantages(rewards, batch.group_ids, scale_by_std=config.scale_rewards)
         batch = batch.with_scores(rewards, advantages.advantages)
         lengths = batch.completion_lengths.float()
@@ -406,6 +468,7 @@ class R2VPOLLMTrainer:
                 extra={"loss": accumulated.loss, "grad_norm": grad_norm.detach().float()},
             )
             self.optimizer.step()
+            self.lr_scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.var_coef.step(summary["ratio_var"])
             losses.append(summary["loss"])
@@ -425,6 +488,7 @@ class R2VPOLLMTrainer:
                 "loss": float(np.mean(losses)),
                 "grad_norm": float(np.mean(grad_norms)),
                 "var_coef": self.var_coef.value,
+                "learning_rate": float(self.lr_scheduler.get_last_lr()[0]),
                 "optimizer_steps": float(len(losses)),
                 "replay_size": float(len(self.replay)),
                 "mean_staleness": float(ages[indices].float().mean()),
@@ -453,6 +517,48 @@ class R2VPOLLMTrainer:
         metrics["tokens_per_second"] = (batch.num_tokens + metrics["trained_tokens"]) / max(elapsed, 1e-9)
         return metrics
 
+    def evaluate(self) -> dict[str, float]:
+        """
+        Sample ``eval_num_samples`` completions for each held-out prompt at the evaluation sampling (``eval_temperature``,
+        ``eval_top_p``, ``eval_top_k``), score them with the reward and report pass@1 and pass@k (k =
+        ``eval_num_samples``). It draws from its own random stream, so training is the same with or without it.
+
+        :return: the ``eval_*`` metrics
+        """
+        if self.eval_dataset is None:
+            raise ValueError("evaluate() needs eval_file")
+        config = self.config
+        count = (
+            len(self.eval_dataset) if config.eval_max_prompts is None else min(config.eval_max_prompts, len(self.eval_dataset))
+        )
+        rewards: list[float] = []
+        devices = [self.device] if self.device.type == "cuda" else []
+        with th.random.fork_rng(devices=devices):
+            th.manual_seed(config.seed + 1_000_003 * (self.iteration + 1))
+            self.engine.wake_up()
+            for start in range(0, count, config.prompts_per_iteration):
+                rows = [self.eval_dataset[index] for index in range(start, min(start + config.prompts_per_iteration, count))]
+                prompt_texts, prompt_ids = self._tokenize_prompts(rows)
+                completion_ids = self.engine.sample_completions(
+                    prompt_ids,
+                    num_samples=config.eval_num_samples,
+                    max_new_tokens=config.max_completion_length,
+                    temperature=config.eval_temperature,
+                    top_p=config.eval_top_p,
+                    top_k=config.eval_top_k,
+                )
+                completions = self.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+                rewards.extend(self._score(rows, prompt_texts, completions, config.eval_num_samples).tolist())
+            self.engine.sleep()
+        return evaluation_metrics(rewards, config.eval_num_samples)
+
+    def _evaluation_due(self) -> bool:
+        config = self.config
+        if self.eval_dataset is None:
+            return False
+        periodic = config.eval_steps > 0 and self.iteration % config.eval_steps == 0
+        return periodic or self.iteration == config.num_iterations
+
     def train(self) -> list[dict[str, float]]:
         """
         Run (or resume, with ``resume_from_checkpoint``) until ``num_iterations``; checkpoint every ``save_steps``
@@ -479,8 +585,11 @@ class R2VPOLLMTrainer:
                     metrics = self.step()
                 except NonFiniteRatioError as error:
                     raise NonFiniteRatioError(f"{error} (objective={config.objective}, lr={config.learning_rate})") from error
+                evaluated = self._evaluation_due()
+                if evaluated:
+                    metrics.update(self.evaluate())
                 history.append(metrics)
-                if iteration % config.logging_steps == 0 or self.iteration == config.num_iterations:
+                if evaluated or iteration % config.logging_steps == 0 or self.iteration == config.num_iterations:
                     logger.log(metrics, iteration)
                 progress.set_postfix(MetricsLogger.console_summary(metrics))
                 progress.update(1)
@@ -508,6 +617,7 @@ class R2VPOLLMTrainer:
         state = {
             "iteration": self.iteration,
             "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.lr_scheduler.state_dict(),
             "var_coef": self.var_coef.state_dict(),
             "replay": self.replay.state_dict(),
             "prompt_sampler": self.prompt_sampler.state_dict(),
@@ -519,7 +629,38 @@ class R2VPOLLMTrainer:
         }
         th.save(state, path / TRAINER_STATE)
         (path / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+        if directory is None:
+            self._delete_old_checkpoints()
         return path
+
+    def _delete_old_checkpoints(self) -> None:
+        """Keep the ``save_total_limit`` newest checkpoints of ``output_dir``."""
+        limit = self.config.save_total_limit
+        if limit is None:
+            return
+        checkpoints = sorted(
+            (
+                p
+                for p in Path(self.config.output_dir).glob(f"{CHECKPOINT_PREFIX}*")
+                if p.name[len(CHECKPOINT_PREFIX) :].isdigit()
+            ),
+            key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]),
+        )
+        for old in checkpoints[: max(len(checkpoints) - limit, 0)]:
+            shutil.rmtree(old)
+
+    def _load_weights(self, directory: Path) -> None:
+        """The trained weights saved in ``directory``: all of them, or the LoRA adapters with ``use_peft``."""
+        if self.config.use_peft:
+            from peft import set_peft_model_state_dict
+            from peft.utils import load_peft_weights
+
+            result: Any = set_peft_model_state_dict(self.model, load_peft_weights(str(directory)))
+            if result.unexpected_keys:
+                raise ValueError(f"{directory}: adapter weights this model has no place for: {result.unexpected_keys[:5]}")
+            return
+        saved = self._load_model(directory)
+        self.model.load_state_dict(saved.state_dict())
 
     def load_checkpoint(self, directory: str | Path) -> None:
         """
@@ -530,11 +671,12 @@ class R2VPOLLMTrainer:
         path = Path(directory)
         if not (path / TRAINER_STATE).exists():
             raise ValueError(f"resume_from_checkpoint={str(path)!r} is not a checkpoint (no {TRAINER_STATE})")
-        saved = self._load_model(path / "model")
-        self.model.load_state_dict(saved.state_dict())
+        self._load_weights(path / "model")
         # Our own file: it holds Python/NumPy RNG states, which need full unpickling.
         state = th.load(path / TRAINER_STATE, map_location="cpu", weights_only=False)
         self.optimizer.load_state_dict(state["optimizer"])
+        if "lr_scheduler" in state:  # checkpoints written before schedules existed trained at a constant rate
+            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         self.var_coef.load_state_dict(state["var_coef"])
         self.replay.load_state_dict(state["replay"])
         self.prompt_sampler.load_state_dict(state["prompt_sampler"])

@@ -7,19 +7,9 @@ from typing import Any
 import torch as th
 from torch import nn
 
-from llm_adapter.engines.base import RolloutEngine
+from llm_adapter.engines.base import RolloutEngine, eos_token_ids
 from llm_adapter.logprobs import rollout_log_probs
 from llm_adapter.rollouts import RolloutBatch
-
-
-def _eos_ids(model: nn.Module, tokenizer: Any) -> set[int]:
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids = set(configured if isinstance(configured, list) else [] if configured is None else [configured])
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    if not ids:
-        raise ValueError("Neither the model's generation_config nor the tokenizer defines an eos_token_id")
-    return ids
 
 
 class TransformersEngine(RolloutEngine):
@@ -56,35 +46,28 @@ class TransformersEngine(RolloutEngine):
             raise ValueError("The tokenizer has no pad_token_id: set tokenizer.pad_token before training")
         self.model: Any = model  # a transformers PreTrainedModel (generate, generation_config)
         self.tokenizer = tokenizer
-        self.eos_token_ids = _eos_ids(model, tokenizer)
+        self.eos_token_ids = eos_token_ids(model, tokenizer)
         self.precision = precision
         self.logprob_chunk_size = logprob_chunk_size
         self.micro_batch_size = micro_batch_size
 
     @th.no_grad()
-    def generate(
-        self,
-        prompt_ids: Sequence[Sequence[int]],
-        *,
-        group_size: int,
-        max_new_tokens: int,
-        temperature: float,
-        policy_version: int,
-        group_offset: int = 0,
-    ) -> RolloutBatch:
+    def _sample(
+        self, prompts: list[list[int]], *, max_new_tokens: int, temperature: float, top_p: float, top_k: int
+    ) -> tuple[list[list[int]], list[bool]]:
+        """Sample one completion per prompt row; returns the completions (cut after EOS) and which were truncated."""
         from transformers import GenerationConfig
 
         pad = int(self.tokenizer.pad_token_id)
         device = next(self.model.parameters()).device
-        prompts = [list(p) for p in prompt_ids for _ in range(group_size)]
         width = max(len(p) for p in prompts)
         input_ids = th.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
         attention_mask = th.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
         neutral = GenerationConfig(
             do_sample=True,
             temperature=temperature,
-            top_k=0,
-            top_p=1.0,
+            top_k=top_k,
+            top_p=top_p,
             max_new_tokens=max_new_tokens,
             eos_token_id=sorted(self.eos_token_ids),
             pad_token_id=pad,
@@ -103,6 +86,23 @@ class TransformersEngine(RolloutEngine):
             end = next((i + 1 for i, token in enumerate(tokens) if token in self.eos_token_ids), None)
             truncated.append(end is None)
             completions.append(tokens[: len(tokens) if end is None else end])
+        return completions, truncated
+
+    @th.no_grad()
+    def generate(
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        *,
+        group_size: int,
+        max_new_tokens: int,
+        temperature: float,
+        policy_version: int,
+        group_offset: int = 0,
+    ) -> RolloutBatch:
+        prompts = [list(p) for p in prompt_ids for _ in range(group_size)]
+        completions, truncated = self._sample(
+            prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=1.0, top_k=0
+        )
         batch = RolloutBatch.from_sequences(
             prompts,
             completions,
@@ -110,7 +110,7 @@ class TransformersEngine(RolloutEngine):
             group_ids=[group_offset + i // group_size for i in range(len(prompts))],
             truncated=truncated,
             policy_version=policy_version,
-            pad_token_id=pad,
+            pad_token_id=int(self.tokenizer.pad_token_id),
         )
         log_probs = rollout_log_probs(
             self.model,
@@ -121,3 +121,19 @@ class TransformersEngine(RolloutEngine):
             precision=self.precision,
         )
         return batch.with_behavior_log_probs(log_probs)
+
+    def sample_completions(
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        *,
+        num_samples: int,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float = 1.0,
+        top_k: int = 0,
+    ) -> list[list[int]]:
+        prompts = [list(p) for p in prompt_ids for _ in range(num_samples)]
+        completions, _ = self._sample(
+            prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k
+        )
+        return completions

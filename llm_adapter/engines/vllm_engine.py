@@ -10,6 +10,7 @@ import torch as th
 from torch import nn
 
 from llm_adapter.engines.base import RolloutEngine
+from llm_adapter.engines.weights import engine_weights
 from llm_adapter.rollouts import RolloutBatch
 from llm_adapter.vllm_outputs import rollout_batch_from_vllm
 
@@ -158,6 +159,24 @@ class VLLMEngine(RolloutEngine):
             group_ids=[group_offset + i for i in range(len(outputs))],
         )
 
+    def sample_completions(
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        *,
+        num_samples: int,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float = 1.0,
+        top_k: int = 0,
+    ) -> list[list[int]]:
+        if self._asleep:
+            raise RuntimeError(f"VLLMEngine.sample_completions() while {sorted(self._asleep)} are asleep: wake_up() first")
+        params = self.vllm.SamplingParams(
+            n=num_samples, temperature=temperature, top_p=top_p, top_k=top_k or -1, max_tokens=max_new_tokens
+        )
+        outputs = self.llm.generate([{"prompt_token_ids": list(ids)} for ids in prompt_ids], params, use_tqdm=False)
+        return [list(sample.token_ids) for output in outputs for sample in output.outputs]
+
     def _engine_model(self) -> Any:
         """The model inside vLLM's in-process worker (its attribute path moved between releases)."""
         worker = self.llm.llm_engine.model_executor.driver_worker
@@ -177,9 +196,9 @@ class VLLMEngine(RolloutEngine):
             self.llm.wake_up(tags=["weights"])
             self._asleep.discard("weights")
         engine_model = self._engine_model()
-        with th.no_grad():
-            for name, parameter in model.named_parameters():
-                engine_model.load_weights([(name, parameter.detach().to(self.weights_dtype))])
+        with th.no_grad(), engine_weights(model) as weights:
+            for name, tensor in weights:
+                engine_model.load_weights([(name, tensor.to(self.weights_dtype))])
         self.llm.reset_prefix_cache()
 
     def sleep(self) -> None:

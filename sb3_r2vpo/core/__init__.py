@@ -5,7 +5,13 @@ aggregation, the dual controller for ``lam`` and the f-divergence scale table.
 
 from sb3_r2vpo.core.aggregation import AGGREGATIONS, aggregate_loss, aggregation_weights
 from sb3_r2vpo.core.divergences import F_DIVERGENCES, FDivergence, alpha_divergence, f_divergence, target_var_from_divergence
-from sb3_r2vpo.core.dual import DEFAULT_AUTO_INIT, VarCoefController, parse_var_coef
+from sb3_r2vpo.core.dual import (
+    DEFAULT_AUTO_INIT,
+    VAR_COEF_UPDATES,
+    VarCoefController,
+    check_var_coef_update,
+    parse_var_coef,
+)
 from sb3_r2vpo.core.objectives import (
     OBJECTIVES,
     clip_objective,
@@ -31,6 +37,7 @@ __all__ = [
     "DEFAULT_RATIO_BAND",
     "F_DIVERGENCES",
     "OBJECTIVES",
+    "VAR_COEF_UPDATES",
     "FDivergence",
     "ImportanceRatio",
     "NonFiniteRatioError",
@@ -40,6 +47,7 @@ __all__ = [
     "aggregation_weights",
     "alpha_divergence",
     "check_positive",
+    "check_var_coef_update",
     "clip_objective",
     "f_divergence",
     "get_objective",

@@ -7,6 +7,24 @@ from sb3_r2vpo.core.validation import check_positive, is_real_number
 
 # Initial ``lam`` for ``var_coef="auto"``: see the R2VPO class docstring for the measurement behind it.
 DEFAULT_AUTO_INIT = 1.0
+#: The dual update rules of the adaptive mode: ``"additive"`` is the paper's Eq. 10, ``"log"`` steps ``log lam``.
+VAR_COEF_UPDATES = ("additive", "log")
+#: The lower end of ``lam``'s projection in the ``"log"`` update, as a fraction of ``var_coef_max``: a log-space step
+#: cannot reach 0, and the floor keeps one minibatch above target able to restore the penalty within a few steps.
+LOG_UPDATE_FLOOR_FRACTION = 1e-5
+
+
+def check_var_coef_update(var_coef_update: str) -> str:
+    """
+    Check the name of a dual update rule.
+
+    :param var_coef_update: one of :data:`VAR_COEF_UPDATES`
+    :return: the name
+    :raises ValueError: naming ``var_coef_update`` and the allowed names
+    """
+    if var_coef_update not in VAR_COEF_UPDATES:
+        raise ValueError(f"var_coef_update={var_coef_update!r} is not one of {list(VAR_COEF_UPDATES)}")
+    return var_coef_update
 
 
 def parse_var_coef(var_coef: float | str) -> tuple[float, bool]:
@@ -40,17 +58,24 @@ def parse_var_coef(var_coef: float | str) -> tuple[float, bool]:
 
 class VarCoefController:
     """
-    Holds ``lam`` and, in adaptive mode, updates it by projected dual ascent (Eq. 10):
+    Holds ``lam`` and, in adaptive mode, updates it after every gradient step from ``V_hat``, the detached estimate
+    of ``E[(r - 1)^2]`` of the batch that was just used. ``var_coef_update`` chooses the rule:
 
-        lam <- clip(lam + var_coef_lr * (V_hat - target_var), 0, var_coef_max)
+    - ``"additive"``: projected dual ascent, the paper's Eq. 10,
+      ``lam <- clip(lam + var_coef_lr * (V_hat - target_var), 0, var_coef_max)``. While ``V_hat`` stays under the
+      target, ``lam`` falls by a constant amount per step and can reach 0, where the trust region is gone.
+    - ``"log"``: the same ascent on ``log lam`` with the constraint violation measured relative to the target,
+      ``lam <- clip(lam * exp(var_coef_lr * (V_hat / target_var - 1)), floor, var_coef_max)`` with
+      ``floor = var_coef_max * LOG_UPDATE_FLOOR_FRACTION``: ``lam`` shrinks at most by ``exp(-var_coef_lr)`` per
+      step, never reaches 0, and grows by a factor that rises with how far the variance overshoots.
 
-    where ``V_hat`` is the detached estimate of ``E[(r - 1)^2]`` of the batch that was just used for a
-    gradient step. In fixed mode :meth:`step` leaves ``lam`` unchanged.
+    In fixed mode :meth:`step` leaves ``lam`` unchanged.
 
     :param var_coef: see :func:`parse_var_coef`
     :param target_var: the target ratio variance ``delta`` (> 0)
     :param var_coef_lr: the dual step size ``eta_lam`` (>= 0)
     :param var_coef_max: the upper end of the projection (> 0, >= the initial value)
+    :param var_coef_update: the update rule of the adaptive mode, one of :data:`VAR_COEF_UPDATES`
     :param resume_from: ``(lam, n_steps)`` to continue from (a saved model) instead of ``var_coef``'s initial value
     """
 
@@ -61,12 +86,14 @@ class VarCoefController:
         target_var: float,
         var_coef_lr: float,
         var_coef_max: float,
+        var_coef_update: str = "additive",
         resume_from: tuple[float, int] | None = None,
     ) -> None:
         init, self.adaptive = parse_var_coef(var_coef)
         self._target_var = check_positive("target_var", target_var)
         self.var_coef_lr = check_positive("var_coef_lr", var_coef_lr, allow_zero=True)
         self.var_coef_max = check_positive("var_coef_max", var_coef_max)
+        self.var_coef_update = check_var_coef_update(var_coef_update)
         self.n_steps = 0
         if resume_from is not None:
             init = check_positive("the saved lam (var_coef state)", resume_from[0], allow_zero=True)
@@ -81,7 +108,19 @@ class VarCoefController:
                 f"var_coef={var_coef!r} starts above var_coef_max={self.var_coef_max}: the initial lam must be in "
                 f"[0, var_coef_max]"
             )
+        if self.adaptive and self.var_coef_update == "log" and init < self.floor:
+            source = "the saved lam" if resume_from is not None else f"var_coef={var_coef!r}"
+            raise ValueError(
+                f"{source} starts lam at {init:.3g} with var_coef_update='log', which needs lam >= var_coef_max * "
+                f"{LOG_UPDATE_FLOOR_FRACTION:g} = {self.floor:.3g} (a log-space step cannot leave 0): pass a var_coef "
+                f"such as 'auto_1.0'"
+            )
         self.value = init
+
+    @property
+    def floor(self) -> float:
+        """The lower end of ``lam``'s projection: 0 for ``"additive"``, a small positive fraction of the max for ``"log"``."""
+        return self.var_coef_max * LOG_UPDATE_FLOOR_FRACTION if self.var_coef_update == "log" else 0.0
 
     @property
     def target_var(self) -> float:
@@ -102,8 +141,13 @@ class VarCoefController:
         if not math.isfinite(ratio_var):
             raise ValueError(f"ratio_var={ratio_var!r} passed to the dual step must be finite")
         if self.adaptive:
-            proposal = self.value + self.var_coef_lr * (ratio_var - self.target_var)
-            self.value = min(max(proposal, 0.0), self.var_coef_max)
+            if self.var_coef_update == "log":
+                # The exponent is capped so that one wild batch cannot overflow; the projection caps lam anyway.
+                exponent = min(self.var_coef_lr * (ratio_var / self.target_var - 1.0), math.log(1e300))
+                proposal = self.value * math.exp(exponent)
+            else:
+                proposal = self.value + self.var_coef_lr * (ratio_var - self.target_var)
+            self.value = min(max(proposal, self.floor), self.var_coef_max)
             self.n_steps += 1
         return self.value
 
@@ -115,6 +159,7 @@ class VarCoefController:
             "target_var": self.target_var,
             "var_coef_lr": self.var_coef_lr,
             "var_coef_max": self.var_coef_max,
+            "var_coef_update": self.var_coef_update,
             "n_steps": self.n_steps,
         }
 
@@ -128,6 +173,8 @@ class VarCoefController:
         self.target_var = state["target_var"]
         self.var_coef_lr = check_positive("var_coef_lr", state["var_coef_lr"], allow_zero=True)
         self.var_coef_max = check_positive("var_coef_max", state["var_coef_max"])
+        # States written before the log-space update existed were all additive.
+        self.var_coef_update = check_var_coef_update(state.get("var_coef_update", "additive"))
         value = check_positive("var_coef", state["value"], allow_zero=True)
         if value > self.var_coef_max:
             raise ValueError(f"Saved var_coef={value} is above var_coef_max={self.var_coef_max}")
@@ -135,5 +182,9 @@ class VarCoefController:
         self.n_steps = int(state["n_steps"])
 
     def __repr__(self) -> str:
-        mode = f"adaptive, target_var={self.target_var}, lr={self.var_coef_lr}" if self.adaptive else "fixed"
+        mode = (
+            f"adaptive ({self.var_coef_update}), target_var={self.target_var}, lr={self.var_coef_lr}"
+            if self.adaptive
+            else "fixed"
+        )
         return f"VarCoefController(value={self.value:.6g}, {mode}, max={self.var_coef_max})"

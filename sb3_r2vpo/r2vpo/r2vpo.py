@@ -63,8 +63,12 @@ class R2VPO(OnPolicyAlgorithm):
         tightens the trust region as the learning rate decays. To think in a divergence budget instead, use
         :func:`sb3_r2vpo.core.target_var_from_divergence` (KL budget / 0.5).
     :param var_coef_lr: The dual step size: after each gradient step,
-        ``lam <- clip(lam + var_coef_lr * (ratio_var - target_var), 0, var_coef_max)``
+        ``lam <- clip(lam + var_coef_lr * (ratio_var - target_var), 0, var_coef_max)`` (``var_coef_update="additive"``)
+        or ``lam <- clip(lam * exp(var_coef_lr * (ratio_var / target_var - 1)), floor, var_coef_max)`` (``"log"``)
     :param var_coef_max: Upper bound of the projection of ``lam``
+    :param var_coef_update: The dual update of the adaptive mode: ``"additive"`` (the paper's Eq. 10) or ``"log"``
+        (a step on ``log lam``, as SAC's ``log_ent_coef``, which cannot drive ``lam`` to 0); see
+        :class:`sb3_r2vpo.core.VarCoefController`
     :param clip_range_vf: Clipping parameter for the value function,
         it can be a function of the current progress remaining (from 1 to 0).
         This is a parameter specific to the OpenAI implementation. If None is passed (default),
@@ -132,6 +136,7 @@ class R2VPO(OnPolicyAlgorithm):
         target_var: float | Schedule = 0.02,
         var_coef_lr: float = 0.1,
         var_coef_max: float = 100.0,
+        var_coef_update: str = "additive",
         clip_range_vf: float | Schedule | None = None,
         normalize_advantage: bool = True,
         ent_coef: float = 0.0,
@@ -152,7 +157,13 @@ class R2VPO(OnPolicyAlgorithm):
     ):
         # Validate everything before the environment is built or any memory is allocated.
         initial_target_var = check_schedule_value("target_var", target_var, 1.0, allow_zero=False)
-        VarCoefController(var_coef, target_var=initial_target_var, var_coef_lr=var_coef_lr, var_coef_max=var_coef_max)
+        VarCoefController(
+            var_coef,
+            target_var=initial_target_var,
+            var_coef_lr=var_coef_lr,
+            var_coef_max=var_coef_max,
+            var_coef_update=var_coef_update,
+        )
         check_schedule("learning_rate", learning_rate)
         n_steps = check_int("n_steps", n_steps, 1)
         batch_size = check_int("batch_size", batch_size, 2 if normalize_advantage else 1)
@@ -202,6 +213,7 @@ class R2VPO(OnPolicyAlgorithm):
         self.target_var = target_var
         self.var_coef_lr = float(var_coef_lr)
         self.var_coef_max = float(var_coef_max)
+        self.var_coef_update = var_coef_update
         #: ``lam`` and its step count as plain data, written by :meth:`save` (``None``: start from ``var_coef``).
         self.var_coef_state: dict[str, Any] | None = None
         self.clip_range_vf = clip_range_vf
@@ -262,6 +274,8 @@ class R2VPO(OnPolicyAlgorithm):
             target_var=check_schedule_value("target_var", self.target_var, 1.0, allow_zero=False),
             var_coef_lr=self.var_coef_lr,
             var_coef_max=self.var_coef_max,
+            # Files saved before the log-space update existed used the additive one.
+            var_coef_update=getattr(self, "var_coef_update", "additive"),
             resume_from=(state["value"], state["n_steps"]) if resume and state is not None else None,
         )
 

@@ -84,3 +84,62 @@ def test_non_finite_observation_is_rejected() -> None:
     controller = VarCoefController("auto", target_var=0.02, var_coef_lr=0.1, var_coef_max=10.0)
     with pytest.raises(ValueError, match="ratio_var"):
         controller.step(math.nan)
+
+
+def test_log_update_steps_log_lam_by_the_relative_violation() -> None:
+    controller = VarCoefController("auto_1.0", target_var=0.02, var_coef_lr=0.5, var_coef_max=10.0, var_coef_update="log")
+    assert controller.step(0.06) == pytest.approx(math.exp(0.5 * 2.0))
+    assert controller.step(0.0) == pytest.approx(math.exp(1.0) * math.exp(-0.5))
+    assert controller.n_steps == 2
+
+
+def test_log_update_never_reaches_zero_and_recovers_quickly() -> None:
+    log = VarCoefController("auto_1.0", target_var=0.02, var_coef_lr=0.1, var_coef_max=100.0, var_coef_update="log")
+    additive = VarCoefController("auto_1.0", target_var=0.02, var_coef_lr=0.1, var_coef_max=100.0)
+    for _ in range(2000):  # a long stretch of small updates: the variance stays at 0
+        log.step(0.0)
+        additive.step(0.0)
+    assert additive.value == 0.0
+    assert log.value == pytest.approx(log.floor) and log.floor > 0
+    for _ in range(20):  # then batches at 5x the target
+        log.step(0.1)
+        additive.step(0.1)
+    assert log.value > 100 * log.floor
+    assert log.value > additive.value
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    init=st.floats(1e-3, 5.0),
+    lr=st.floats(0.0, 1e3),
+    target=st.floats(1e-6, 1.0),
+    observations=st.lists(st.floats(0.0, 1e6), min_size=1, max_size=50),
+)
+def test_log_steps_stay_in_range(init: float, lr: float, target: float, observations: list[float]) -> None:
+    controller = VarCoefController(
+        f"auto_{init!r}", target_var=target, var_coef_lr=lr, var_coef_max=5.0, var_coef_update="log"
+    )
+    for ratio_var in observations:
+        value = controller.step(ratio_var)
+        assert controller.floor <= value <= 5.0
+
+
+def test_log_update_refuses_a_start_below_its_floor() -> None:
+    with pytest.raises(ValueError, match=r"var_coef='auto_0'.*var_coef_update='log'"):
+        VarCoefController("auto_0", target_var=0.02, var_coef_lr=0.1, var_coef_max=10.0, var_coef_update="log")
+    # A fixed lam of 0 is not updated, so the floor does not apply.
+    assert VarCoefController(0.0, target_var=0.02, var_coef_lr=0.1, var_coef_max=10.0, var_coef_update="log").value == 0
+
+
+def test_unknown_update_rule() -> None:
+    with pytest.raises(ValueError, match=r"var_coef_update='sgd'.*additive.*log"):
+        VarCoefController("auto", target_var=0.02, var_coef_lr=0.1, var_coef_max=10.0, var_coef_update="sgd")
+
+
+def test_state_without_update_rule_loads_as_additive() -> None:
+    controller = VarCoefController("auto", target_var=0.05, var_coef_lr=0.3, var_coef_max=50.0, var_coef_update="log")
+    state = controller.state_dict()
+    assert state["var_coef_update"] == "log"
+    del state["var_coef_update"]
+    controller.load_state_dict(state)
+    assert controller.var_coef_update == "additive"
