@@ -12,7 +12,7 @@ from typing import Any
 from llm_adapter.data import THINKING_MODES
 from llm_adapter.objectives import LLM_OBJECTIVES
 from sb3_r2vpo.core.aggregation import AGGREGATIONS
-from sb3_r2vpo.core.dual import parse_var_coef
+from sb3_r2vpo.core.dual import VAR_COEF_UPDATES, VarCoefController
 from sb3_r2vpo.core.validation import check_int, check_positive
 
 ENGINES = ("transformers", "vllm", "vllm_server")
@@ -80,6 +80,9 @@ class TrainConfig:
     target_var: float = field(default=0.01, metadata=_help("Target token ratio variance E[(r-1)^2] of the dual update (> 0)"))
     var_coef_lr: float = field(default=1.0, metadata=_help("Dual step size for lam (>= 0)"))
     var_coef_max: float = field(default=100.0, metadata=_help("Upper bound of lam (> 0)"))
+    var_coef_update: str = field(
+        default="additive", metadata=_help(f"Dual update of lam, one of {VAR_COEF_UPDATES} (additive: the paper's Eq. 10)")
+    )
     clip_range: float = field(default=0.2, metadata=_help("Lower clip range (grpo, grpo_ch, gppo) and SPO's epsilon"))
     clip_range_high: float | None = field(
         default=None, metadata=_help("Upper clip range (default: grpo/gppo 0.2, grpo_ch 0.28)")
@@ -159,7 +162,15 @@ class TrainConfig:
         """A setting the chosen objective ignores is an error, not a silent no-op (e.g. ``var_coef`` with GRPO)."""
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         used = LLM_OBJECTIVES[self.objective].settings
-        for name in ("var_coef", "target_var", "var_coef_lr", "var_coef_max", "clip_range", "clip_range_high"):
+        for name in (
+            "var_coef",
+            "target_var",
+            "var_coef_lr",
+            "var_coef_max",
+            "var_coef_update",
+            "clip_range",
+            "clip_range_high",
+        ):
             if name not in used and getattr(self, name) != defaults[name]:
                 users = sorted(key for key, objective in LLM_OBJECTIVES.items() if name in objective.settings)
                 raise ValueError(
@@ -179,10 +190,7 @@ class TrainConfig:
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be one of {allowed}")
-        parse_var_coef(self.var_coef)
-        check_positive("target_var", self.target_var)
-        check_positive("var_coef_lr", self.var_coef_lr, allow_zero=True)
-        check_positive("var_coef_max", self.var_coef_max)
+        self.var_coef_controller()
         check_positive("clip_range", self.clip_range)
         if self.clip_range >= 1.0:
             raise ValueError(f"clip_range={self.clip_range} must be in (0, 1)")
@@ -258,6 +266,16 @@ class TrainConfig:
         check_int("eval_top_k", self.eval_top_k, minimum=0)
         if self.eval_file is None and self.eval_steps:
             raise ValueError(f"eval_steps={self.eval_steps} but no eval_file: give the held-out prompts to evaluate on")
+
+    def var_coef_controller(self) -> VarCoefController:
+        """A fresh controller of ``lam`` with these settings (it validates them)."""
+        return VarCoefController(
+            self.var_coef,
+            target_var=self.target_var,
+            var_coef_lr=self.var_coef_lr,
+            var_coef_max=self.var_coef_max,
+            var_coef_update=self.var_coef_update,
+        )
 
     @property
     def optimizer_batch_size(self) -> int:

@@ -130,9 +130,7 @@ class R2VPOLLMTrainer:
         self.eval_dataset = self._load_prompts(config.eval_file, "eval_file") if config.eval_file is not None else None
         self.prompt_sampler = PromptSampler(self.dataset, seed=config.seed)
         self.objective = LLM_OBJECTIVES[config.objective]
-        self.var_coef = VarCoefController(
-            config.var_coef, target_var=config.target_var, var_coef_lr=config.var_coef_lr, var_coef_max=config.var_coef_max
-        )
+        self.var_coef: VarCoefController = config.var_coef_controller()
         self.replay = RolloutReplay(config.replay_capacity, config.utd_ratio)
         self.optimizer = th.optim.AdamW(
             [parameter for parameter in self.model.parameters() if parameter.requires_grad],

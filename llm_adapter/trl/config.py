@@ -4,8 +4,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
-from sb3_r2vpo.core.dual import VarCoefController, parse_var_coef
-from sb3_r2vpo.core.validation import check_positive
+from sb3_r2vpo.core.dual import VarCoefController
 
 # TRL loss types that only choose how per-token losses are aggregated; the others replace the policy objective.
 AGGREGATING_LOSS_TYPES = ("dapo", "grpo", "bnpo", "dr_grpo", "luspo")
@@ -49,6 +48,9 @@ class R2VPOConfig(GRPOConfig):
             Dual step size (``>= 0``).
         var_coef_max (`float`, *optional*, defaults to `100.0`):
             Upper bound of ``lam`` (``> 0``).
+        var_coef_update (`str`, *optional*, defaults to `"additive"`):
+            The dual update: ``"additive"`` (the step above, the paper's Eq. 10) or ``"log"`` (a step on ``log lam``,
+            ``lam <- lam * exp(var_coef_lr * (V / target_var - 1))``, which cannot drive ``lam`` to 0).
     """
 
     var_coef: str = field(
@@ -60,13 +62,11 @@ class R2VPOConfig(GRPOConfig):
     )
     var_coef_lr: float = field(default=1.0, metadata={"help": "Dual step size for lam (>= 0)."})
     var_coef_max: float = field(default=100.0, metadata={"help": "Upper bound of lam (> 0)."})
+    var_coef_update: str = field(default="additive", metadata={"help": "Dual update of lam: 'additive' or 'log'."})
 
     def __post_init__(self) -> None:
         self.var_coef = _parse_var_coef_field(self.var_coef)  # type: ignore[assignment]
-        parse_var_coef(self.var_coef)
-        check_positive("target_var", self.target_var)
-        check_positive("var_coef_lr", self.var_coef_lr, allow_zero=True)
-        check_positive("var_coef_max", self.var_coef_max)
+        self.var_coef_controller()  # validates the dual settings
         if self.loss_type in OBJECTIVE_LOSS_TYPES:
             raise ValueError(
                 f"loss_type={self.loss_type!r} is a different policy objective, not an aggregation; R2VPOTrainer "
@@ -90,5 +90,9 @@ class R2VPOConfig(GRPOConfig):
     def var_coef_controller(self) -> VarCoefController:
         """A fresh controller of ``lam`` with these settings."""
         return VarCoefController(
-            self.var_coef, target_var=self.target_var, var_coef_lr=self.var_coef_lr, var_coef_max=self.var_coef_max
+            self.var_coef,
+            target_var=self.target_var,
+            var_coef_lr=self.var_coef_lr,
+            var_coef_max=self.var_coef_max,
+            var_coef_update=self.var_coef_update,
         )

@@ -17,6 +17,7 @@ class R2VPOPolicyLossConfig(PolicyLossConfig):
     :param target_var: the target ratio variance ``E[(r - 1)^2]`` of the adaptive mode (> 0)
     :param var_coef_lr: the dual step size, applied once per optimizer step
     :param var_coef_max: the upper end of ``lam``'s projection
+    :param var_coef_update: the dual update, ``"additive"`` (Eq. 10) or ``"log"`` (a step on ``log lam``)
     :param topr_truncation: TOPR's truncation of the importance weight of negative samples (``loss_mode=topr``)
     """
 
@@ -25,6 +26,7 @@ class R2VPOPolicyLossConfig(PolicyLossConfig):
     target_var: float = 0.02
     var_coef_lr: float = 0.1
     var_coef_max: float = 100.0
+    var_coef_update: str = "additive"
     topr_truncation: float = 1.0
 
     def __post_init__(self) -> None:
@@ -36,5 +38,9 @@ class R2VPOPolicyLossConfig(PolicyLossConfig):
     def controller(self) -> VarCoefController:
         """A fresh controller of ``lam`` with these settings."""
         return VarCoefController(
-            self.var_coef, target_var=self.target_var, var_coef_lr=self.var_coef_lr, var_coef_max=self.var_coef_max
+            self.var_coef,
+            target_var=self.target_var,
+            var_coef_lr=self.var_coef_lr,
+            var_coef_max=self.var_coef_max,
+            var_coef_update=self.var_coef_update,
         )

@@ -279,3 +279,10 @@ def test_warmup_ratio_rounds_up_and_warmup_steps_wins() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         TrainConfig(model_name_or_path="m", train_file="f.jsonl", lr_scheduler_type="cosine")
+
+
+def test_log_dual_update_reaches_the_controller(tiny_model_dir: Path, toy_prompts: Path, tmp_path: Path) -> None:
+    trainer = R2VPOLLMTrainer(_config(tiny_model_dir, toy_prompts, tmp_path, var_coef_update="log", var_coef_lr=0.1))
+    assert trainer.var_coef.var_coef_update == "log"
+    with pytest.raises(ValueError, match="var_coef_update='log' has no effect with objective='grpo'"):
+        TrainConfig(model_name_or_path="m", train_file="f.jsonl", objective="grpo", var_coef_update="log")

@@ -1,6 +1,7 @@
 """Regressions of the failures a PPO user hit (issue 20): non-finite gradients, schedules, PPO's parameter names."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,3 +83,29 @@ def test_n_epochs_stays_r2vpo_on_parameter(tiny_kwargs: dict) -> None:
     model.learn(tiny_kwargs["n_steps"])
     assert model._n_updates == 3
     assert np.isfinite(model.var_coef_value)
+
+
+def test_log_dual_update_is_selectable_saved_and_validated(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="var_coef_update='exp'"):
+        R2VPO("MlpPolicy", "CartPole-v1", var_coef_update="exp")
+    with pytest.raises(ValueError, match="var_coef_update='log'"):
+        R2VPOOff("MlpPolicy", "CartPole-v1", var_coef="auto_0", var_coef_update="log")
+    # A target far above what these updates reach: lam shrinks every step; additive would reach 0, log stays above.
+    model = R2VPO(
+        "MlpPolicy",
+        "Pendulum-v1",
+        n_steps=64,
+        batch_size=16,
+        n_epochs=4,
+        var_coef_update="log",
+        var_coef_lr=0.5,
+        target_var=10.0,
+        seed=0,
+    )
+    model.learn(128)
+    controller = model.var_coef_controller
+    assert controller.var_coef_update == "log" and 0.0 < controller.floor <= controller.value < 1.0
+    model.save(tmp_path / "log_dual")
+    loaded = R2VPO.load(tmp_path / "log_dual")
+    assert loaded.var_coef_controller.var_coef_update == "log"
+    assert loaded.var_coef_controller.value == controller.value
