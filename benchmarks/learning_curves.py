@@ -51,6 +51,13 @@ DMC_THRESHOLD = 500.0
 BOOTSTRAP_RESAMPLES = 10_000
 
 
+def _algorithm_name(text: str) -> str:
+    base = text.partition("@")[0]
+    if base not in ALGOS + EXTRA_ALGOS:
+        raise argparse.ArgumentTypeError(f"unknown algorithm {base!r}: choose from {ALGOS + EXTRA_ALGOS}")
+    return text
+
+
 def threshold(task: str) -> float:
     """The steps-to-threshold return of ``task``."""
     return THRESHOLDS.get(task, DMC_THRESHOLD)
@@ -301,7 +308,13 @@ def report(
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=["all"], help="task ids, or 'classic', 'dmc', 'all'")
-    parser.add_argument("--algos", nargs="+", default=ALGOS, choices=ALGOS + EXTRA_ALGOS)
+    parser.add_argument(
+        "--algos",
+        nargs="+",
+        default=ALGOS,
+        type=_algorithm_name,
+        help=f"{ALGOS + EXTRA_ALGOS}, or a variant name@key=value,... (probes on tuning seeds)",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--dmc-budget", type=int, default=DEFAULT_DMC_BUDGET, help="env steps on DMC tasks (>= 500k)")
     parser.add_argument("--budget", type=int, default=None, help="one budget for every task (quick looks, tests)")

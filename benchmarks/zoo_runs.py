@@ -64,9 +64,30 @@ def algorithm(name: str) -> tuple[type[BaseAlgorithm], Path | None, dict[str, An
         "r2vpo_log_dual": (R2VPO, HYPERPARAMS_DIR / "r2vpo.yml", LOG_DUAL),
         "r2vpo_off_log_dual": (R2VPOOff, HYPERPARAMS_DIR / "r2vpo_off.yml", LOG_DUAL),
     }
-    if name not in table:
-        raise ValueError(f"Unknown algorithm {name!r}; choose one of {sorted(table)}")
-    return table[name]
+    base, at, variant = name.partition("@")
+    if base not in table:
+        raise ValueError(f"Unknown algorithm {base!r}; choose one of {sorted(table)} (a variant: name@key=value,...)")
+    algo_class, hyperparams_file, overrides = table[base]
+    return algo_class, hyperparams_file, {**overrides, **(parse_variant(variant) if at else {})}
+
+
+def parse_variant(text: str) -> dict[str, Any]:
+    """
+    The overrides of a variant name ``algo@key=value,key=value`` (values read as YAML: numbers, strings, booleans),
+    for probes of settings on tuning seeds without a new table entry.
+
+    :param text: what follows the ``@``
+    :return: the overrides
+    """
+    import yaml
+
+    overrides = {}
+    for pair in text.split(","):
+        key, equals, value = pair.partition("=")
+        if not equals or not key:
+            raise ValueError(f"variant {text!r}: expected key=value pairs separated by commas")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
 
 
 def run_path(name: str, env_id: str, seed: int, n_timesteps: int | None = None, runs_dir: Path = RUNS_DIR) -> Path:

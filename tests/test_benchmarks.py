@@ -71,6 +71,28 @@ def test_r2vpo_with_ppo_settings_runs_ppo_entry_without_clip(tmp_path: Path) -> 
     assert run_path("r2vpo_ppo_settings", "CartPole-v1", 0, 1024, tmp_path).exists()
 
 
+def test_variants_and_the_linear_decay_of_ppo(tmp_path: Path) -> None:
+    pytest.importorskip("rl_zoo3")
+    from benchmarks.zoo_runs import run, run_config
+
+    assert algorithm("r2vpo_log_dual@target_var=0.005,var_coef_lr=0.02")[2] == {
+        "var_coef_update": "log",
+        "var_coef_lr": 0.02,
+        "target_var": 0.005,
+    }
+    with pytest.raises(ValueError, match="key=value"):
+        algorithm("r2vpo@target_var")
+    with pytest.raises(ValueError, match="Unknown algorithm 'sac'"):
+        algorithm("sac@gamma=0.9")
+    ppo_entry = run_config("ppo", "Pendulum-v1").entry
+    assert run_config("ppo_lin_lr", "Pendulum-v1").entry == {
+        **ppo_entry,
+        "learning_rate": f"lin_{ppo_entry['learning_rate']:g}",
+    }
+    payload = run("r2vpo@var_coef_update=log,var_coef_lr=0.01", "CartPole-v1", seed=0, n_timesteps=512, runs_dir=tmp_path)
+    assert payload["overrides"] == {"var_coef_update": "log", "var_coef_lr": 0.01}
+
+
 def test_run_without_budget_reuses_the_panel_run_of_the_entry_budget(tmp_path: Path) -> None:
     from benchmarks.zoo_runs import run, run_config, run_path
 

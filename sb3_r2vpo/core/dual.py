@@ -67,7 +67,8 @@ class VarCoefController:
     - ``"log"``: the same ascent on ``log lam`` with the constraint violation measured relative to the target,
       ``lam <- clip(lam * exp(var_coef_lr * (V_hat / target_var - 1)), floor, var_coef_max)`` with
       ``floor = var_coef_max * LOG_UPDATE_FLOOR_FRACTION``: ``lam`` shrinks at most by ``exp(-var_coef_lr)`` per
-      step, never reaches 0, and grows by a factor that rises with how far the variance overshoots.
+      step, never reaches 0, and grows by a factor that rises with how far the variance overshoots (with
+      ``target_var = 0``, the end of an annealed schedule, any variance above 0 sends it to ``var_coef_max``).
 
     In fixed mode :meth:`step` leaves ``lam`` unchanged.
 
@@ -142,8 +143,13 @@ class VarCoefController:
             raise ValueError(f"ratio_var={ratio_var!r} passed to the dual step must be finite")
         if self.adaptive:
             if self.var_coef_update == "log":
-                # The exponent is capped so that one wild batch cannot overflow; the projection caps lam anyway.
-                exponent = min(self.var_coef_lr * (ratio_var / self.target_var - 1.0), math.log(1e300))
+                # The exponent is capped so that one wild batch cannot overflow; the projection caps lam anyway. A
+                # target of 0 (the end of an annealed schedule) puts any variance infinitely far above it.
+                cap = math.log(1e300)
+                if self.target_var > 0.0:
+                    exponent = min(self.var_coef_lr * (ratio_var / self.target_var - 1.0), cap)
+                else:
+                    exponent = cap if ratio_var > 0.0 else -self.var_coef_lr
                 proposal = self.value * math.exp(exponent)
             else:
                 proposal = self.value + self.var_coef_lr * (ratio_var - self.target_var)

@@ -143,3 +143,10 @@ def test_state_without_update_rule_loads_as_additive() -> None:
     del state["var_coef_update"]
     controller.load_state_dict(state)
     assert controller.var_coef_update == "additive"
+
+
+def test_log_update_at_a_target_of_zero() -> None:
+    controller = VarCoefController("auto_1.0", target_var=0.02, var_coef_lr=0.5, var_coef_max=10.0, var_coef_update="log")
+    controller.target_var = 0.0  # the end of an annealed schedule
+    assert controller.step(0.0) == pytest.approx(math.exp(-0.5))
+    assert controller.step(1e-9) == 10.0
