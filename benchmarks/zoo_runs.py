@@ -21,7 +21,7 @@ from benchmarks.common import (
     write_json,
     zoo_entry_to_kwargs,
 )
-from sb3_r2vpo import R2VPO, R2VPOOff
+from sb3_r2vpo import R2VPO, SPO, R2VPOOff
 
 RUNS_DIR = RESULTS_DIR / "runs"
 #: PPO settings for tasks rl_zoo3 has no PPO entry for (DeepMind Control).
@@ -61,6 +61,8 @@ def algorithm(name: str) -> tuple[type[BaseAlgorithm], Path | None, dict[str, An
         "r2vpo_off_capacity1": (R2VPOOff, HYPERPARAMS_DIR / "r2vpo_off.yml", {"replay_capacity": 1}),
         "r2vpo_ppo_settings": (R2VPO, ppo_hyperparams_file(), {}),
         "ppo_lin_lr": (PPO, ppo_hyperparams_file(), {}),
+        # SPO with PPO's entry, its clip range as SPO's eps (Xie et al. transfer PPO's settings the same way).
+        "spo": (SPO, ppo_hyperparams_file(), {}),
         "r2vpo_log_dual": (R2VPO, HYPERPARAMS_DIR / "r2vpo.yml", LOG_DUAL),
         "r2vpo_off_log_dual": (R2VPOOff, HYPERPARAMS_DIR / "r2vpo_off.yml", LOG_DUAL),
     }
@@ -129,7 +131,7 @@ def run_config(name: str, env_id: str) -> RunConfig:
         raise RuntimeError(f"{name} needs rl_zoo3 for its hyperparameters: pip install .[zoo]")
     uses_ppo_file = hyperparams_file == ppo_hyperparams_file()
     entry = load_zoo_entry(hyperparams_file, env_id, fallback=LOCAL_PPO_HYPERPARAMS if uses_ppo_file else None)
-    if uses_ppo_file and algo_class is not PPO:
+    if uses_ppo_file and algo_class not in (PPO, SPO):
         entry.pop("clip_range", None)  # the penalty replaces the clip
     if name in LINEAR_LR_DECAY:
         entry["learning_rate"] = linear_decay(entry.get("learning_rate", 3e-4))

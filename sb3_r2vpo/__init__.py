@@ -7,8 +7,9 @@ from sb3_r2vpo.version import __version__
 if TYPE_CHECKING:
     from sb3_r2vpo.r2vpo import R2VPO
     from sb3_r2vpo.r2vpo_off import R2VPOOff
+    from sb3_r2vpo.spo import SPO
 
-__all__ = ["R2VPO", "R2VPOOff", "__version__"]
+__all__ = ["R2VPO", "SPO", "R2VPOOff", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -21,4 +22,8 @@ def __getattr__(name: str) -> Any:
         from sb3_r2vpo.r2vpo_off import R2VPOOff
 
         return R2VPOOff
+    if name == "SPO":
+        from sb3_r2vpo.spo import SPO
+
+        return SPO
     raise AttributeError(f"module 'sb3_r2vpo' has no attribute {name!r}")

@@ -16,6 +16,7 @@ from torch.nn import functional as F
 from sb3_r2vpo.core import (
     DEFAULT_RATIO_BAND,
     NonFiniteRatioError,
+    RatioStats,
     VarCoefController,
     aggregate_loss,
     check_positive,
@@ -343,6 +344,14 @@ class R2VPO(OnPolicyAlgorithm):
         for _ in range(self.n_epochs):
             yield self.rollout_buffer.get(self.batch_size)
 
+    def _policy_objective(
+        self, log_prob: th.Tensor, behavior_log_prob: th.Tensor, advantages: th.Tensor
+    ) -> tuple[th.Tensor, RatioStats]:
+        """The per-sample policy loss of a minibatch and its ratio statistics: R2VPO's, at the current ``lam``."""
+        return r2vpo_objective(
+            log_prob, behavior_log_prob, advantages, var_coef=self.var_coef_controller.value, band=self.ratio_band
+        )
+
     def _extra_minibatch_stats(self, log_prob: th.Tensor, rollout_data: RolloutBufferSamples) -> dict[str, th.Tensor]:
         """
         More scalar tensors, summed over the minibatches of a ``train()`` call into ``MinibatchMetrics.extra_sums``
@@ -383,9 +392,7 @@ class R2VPO(OnPolicyAlgorithm):
 
                 # The penalized surrogate -r A + lam (r - 1)^2 replaces PPO's clipped one.
                 lam = self.var_coef_controller.value
-                per_sample_loss, ratio_stats = r2vpo_objective(
-                    log_prob, rollout_data.old_log_prob, advantages, var_coef=lam, band=self.ratio_band
-                )
+                per_sample_loss, ratio_stats = self._policy_objective(log_prob, rollout_data.old_log_prob, advantages)
                 policy_loss = aggregate_loss(per_sample_loss, mode="mean")
 
                 if clip_range_vf is None:
@@ -449,11 +456,15 @@ class R2VPO(OnPolicyAlgorithm):
         self.logger.record("train/explained_variance", explained_var)
         if hasattr(self.policy, "log_std"):
             self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
-        self.logger.record("train/var_coef", self.var_coef_controller.value)
-        self.logger.record("train/target_var", self.var_coef_controller.target_var)
+        self._record_trust_region_settings()
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         if clip_range_vf is not None:
             self.logger.record("train/clip_range_vf", clip_range_vf)
+
+    def _record_trust_region_settings(self) -> None:
+        """Log what sets the trust region in this update: ``lam`` and its target."""
+        self.logger.record("train/var_coef", self.var_coef_controller.value)
+        self.logger.record("train/target_var", self.var_coef_controller.target_var)
 
     def learn(
         self: SelfR2VPO,
