@@ -10,13 +10,17 @@ Reports, per objective, the generations needed until the 10-generation moving av
 last 20 generations).
 
     python -m benchmarks.llm_toy_comparison --seeds 0 1 2 --iterations 150
+    python -m benchmarks.llm_toy_comparison --task count_up --seeds 0 1 2 3 4 --jobs 2
 
-Writes ``results/llm_toy_comparison/toy.json`` and ``toy.png``.
+Writes ``results/llm_toy_comparison/toy.json`` and ``toy.png`` (``count_up.json`` / ``.png`` for ``--task count_up``,
+the second toy task: count up from the prompt's digit, on which no setting was chosen).
 """
 
 import argparse
+import contextlib
 import tempfile
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +28,7 @@ import numpy as np
 
 from benchmarks.common import RESULTS_DIR, save_figure_and_json, versions
 from llm_adapter.config import TrainConfig
-from llm_adapter.toy import write_toy_setup
+from llm_adapter.toy import TOY_TASKS, write_toy_setup
 from llm_adapter.trainer import R2VPOLLMTrainer
 
 OUT_DIR = RESULTS_DIR / "llm_toy_comparison"
@@ -39,6 +43,18 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "r2vpo_auto0": {"objective": "r2vpo", "var_coef": "auto_0"},
     "r2vpo_lam0.3": {"objective": "r2vpo", "var_coef": 0.3},
     "r2vpo_lam3": {"objective": "r2vpo", "var_coef": 3.0},
+    # The dual controller (issue 19): the log-space update beside Eq. 10's additive one.
+    "r2vpo_log": {"objective": "r2vpo", "var_coef_update": "log", "var_coef_lr": 0.1},
+    "r2vpo_off_log": {
+        "objective": "r2vpo",
+        "replay_capacity": 4,
+        "utd_ratio": 2.0,
+        "var_coef_update": "log",
+        "var_coef_lr": 0.1,
+    },
+    # Staleness (the paper's Fig. 4b): the replay's capacity for R2VPO-OFF and for the same replay with GRPO's clip.
+    **{f"r2vpo_off_k{k}": {"objective": "r2vpo", "replay_capacity": k, "utd_ratio": 2.0} for k in (1, 2, 8)},
+    **{f"grpo_off_k{k}": {"objective": "grpo", "replay_capacity": k, "utd_ratio": 2.0} for k in (1, 2, 4, 8)},
 }
 MAIN_VARIANTS = ["r2vpo", "r2vpo_lam1", "r2vpo_off", "grpo", "grpo_ch"]
 
@@ -62,6 +78,13 @@ def run(variant: str, seed: int, iterations: int, setup_dir: Path, work_dir: Pat
     return [m["reward_mean"] for m in history]
 
 
+def _run_job(job: tuple[str, int, int, Path, Path]) -> list[float]:
+    import torch as th
+
+    th.set_num_threads(1)  # one core per process; --jobs sets the parallelism
+    return run(*job)
+
+
 def generations_to_level(rewards: list[float], level: float, window: int = 10) -> float:
     """First generation (1-based) whose trailing ``window``-generation mean reaches ``level``; inf if never."""
     for end in range(window, len(rewards) + 1):
@@ -83,18 +106,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--iterations", type=int, default=150)
     parser.add_argument("--level", type=float, default=0.3)
     parser.add_argument("--variants", nargs="+", default=MAIN_VARIANTS, choices=list(VARIANTS))
+    parser.add_argument("--task", choices=sorted(TOY_TASKS), default="repeat_digit", help="the toy task")
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (one core each)")
     parser.add_argument("--out-dir", type=Path, default=OUT_DIR, help="where the JSON and PNG go")
     args = parser.parse_args(argv)
 
     curves: dict[str, list[list[float]]] = {v: [] for v in args.variants}
     with tempfile.TemporaryDirectory() as tmp:
         setup_dir = Path(tmp) / "toy"
-        write_toy_setup(setup_dir, seed=0)  # one model initialization for every run: seeds vary sampling and data
-        for seed in args.seeds:
-            for variant in args.variants:
-                curves[variant].append(run(variant, seed, args.iterations, setup_dir, Path(tmp)))
-                last = curves[variant][-1]
-                print(f"{variant} seed {seed}: final reward {np.mean(last[-20:]):.3f}", flush=True)
+        write_toy_setup(setup_dir, seed=0, task=args.task)  # one model for every run: seeds vary sampling and data
+        jobs = [(variant, seed, args.iterations, setup_dir, Path(tmp)) for seed in args.seeds for variant in args.variants]
+        with ProcessPoolExecutor(max_workers=args.jobs) if args.jobs > 1 else contextlib.nullcontext() as pool:
+            results = pool.map(_run_job, jobs) if pool is not None else (run(*job) for job in jobs)
+            for (variant, seed, *_), rewards in zip(jobs, results, strict=True):
+                curves[variant].append(rewards)
+                print(f"{variant} seed {seed}: final reward {np.mean(rewards[-20:]):.3f}", flush=True)
 
     summary: dict[str, dict[str, Any]] = {}
     for variant, runs in curves.items():
@@ -128,7 +154,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ax.fill_between(x, smoothed.min(0), smoothed.max(0), alpha=0.15)
     ax.axhline(args.level, color="gray", linestyle="--", linewidth=0.8)
     ax.set(
-        xlabel="generation (64 completions each)", ylabel="mean reward (10-generation average)", title="Toy task, tiny Qwen2"
+        xlabel="generation (64 completions each)",
+        ylabel="mean reward (10-generation average)",
+        title=f"Toy task {args.task}, tiny Qwen2",
     )
     ax.legend()
     ax.grid(alpha=0.3)
@@ -139,7 +167,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "curves": curves,
         "versions": versions(),
     }
-    save_figure_and_json(fig, args.out_dir, "toy.png", "toy.json", payload)
+    stem = "toy" if args.task == "repeat_digit" else args.task
+    save_figure_and_json(fig, args.out_dir, f"{stem}.png", f"{stem}.json", payload)
     return payload
 
 

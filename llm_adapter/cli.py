@@ -5,6 +5,7 @@ import sys
 from collections.abc import Sequence
 
 from llm_adapter.config import TrainConfig, add_config_arguments
+from llm_adapter.toy import TOY_TASKS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
     toy = commands.add_parser("toy-setup", help="Write a tiny local model, tokenizer, prompts and config for a toy task")
     toy.add_argument("directory", help="Output directory")
     toy.add_argument("--seed", type=int, default=0)
+    toy.add_argument(
+        "--task", choices=sorted(TOY_TASKS), default="repeat_digit", help="Which toy task (default: repeat_digit)"
+    )
     return parser
 
 
@@ -32,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "toy-setup":
         from llm_adapter.toy import write_toy_setup
 
-        path = write_toy_setup(args["directory"], seed=args["seed"])
+        path = write_toy_setup(args["directory"], seed=args["seed"], task=args["task"])
         print(f"Wrote {path}; train with: r2vpo-llm train --config {path}")
         return 0
     config_path = args.pop("config")

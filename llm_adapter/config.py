@@ -38,7 +38,7 @@ class TrainConfig:
     train_file: str = field(metadata=_help("Prompts: a local .jsonl, .json or .parquet file"))
     reward: str = field(
         default="math",
-        metadata=_help("Reward: 'math', 'toy_repeat_digit', 'package.module:function' or 'file.py:function'"),
+        metadata=_help("Reward: 'math', 'toy_repeat_digit', 'toy_count_up', 'package.module:function' or 'file.py:function'"),
     )
     output_dir: str = field(default="r2vpo-llm-output", metadata=_help("Checkpoints, metrics.jsonl and tensorboard logs"))
     overwrite_output_dir: bool = field(

@@ -137,15 +137,16 @@ BUILTIN_REWARDS: dict[str, RewardFunction] = {"math": math_answer_reward}
 
 def resolve_reward(spec: str) -> RewardFunction:
     """
-    A reward function from its name: a built-in (``"math"``, ``"toy_repeat_digit"``), ``package.module:function``
+    A reward function from its name: a built-in (``"math"``, ``"toy_repeat_digit"``, ``"toy_count_up"``),
+    ``package.module:function``
     or ``path/to/file.py:function``.
 
     :param spec: the reward specification
     :return: the callable
     """
-    from llm_adapter.toy import toy_repeat_digit_reward
+    from llm_adapter.toy import toy_count_up_reward, toy_repeat_digit_reward
 
-    builtins = {**BUILTIN_REWARDS, "toy_repeat_digit": toy_repeat_digit_reward}
+    builtins = {**BUILTIN_REWARDS, "toy_repeat_digit": toy_repeat_digit_reward, "toy_count_up": toy_count_up_reward}
     if spec in builtins:
         return builtins[spec]
     if ":" not in spec:

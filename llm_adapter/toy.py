@@ -4,7 +4,9 @@ A toy verifiable task and a tiny model to run it on, all built locally (no model
 ``write_toy_setup(directory)`` writes a character-level tokenizer with a ChatML chat template and a randomly
 initialized tiny Qwen2 model (both through ``save_pretrained``, so they load with ``from_pretrained`` like any hub
 model), a prompt file and a YAML config for ``r2vpo-llm train``. The task: the prompt names a digit, the reward is
-the fraction of the first 8 generated characters that are that digit.
+the fraction of the first 8 generated characters that are that digit (``repeat_digit``). A second task of another
+kind, on which no setting was chosen (``count_up``): the prompt names a digit, the completion must count up from
+the next one, modulo 10 (``count 7`` -> ``89012345``).
 """
 
 import json
@@ -95,31 +97,57 @@ def toy_repeat_digit_reward(
     ]
 
 
-def write_toy_prompts(path: str | Path, *, n_prompts: int = 200, seed: int = 0) -> Path:
+def toy_count_up_reward(prompts: Sequence[str], completions: Sequence[str], *, answer: Sequence[Any], **_: Any) -> list[float]:
     """
-    Write the toy task's prompts as JSON lines ``{"prompt": "digit 7", "answer": "7"}``.
+    The ``count_up`` task's reward: the fraction of the first 8 characters of the completion that continue the count
+    from the ``answer`` digit (``answer`` 7: ``8, 9, 0, 1, ...``).
+
+    :param prompts: prompts (unused)
+    :param completions: completion text
+    :param answer: the digit the count starts after, for every completion
+    :return: rewards in [0, 1]
+    """
+    return [
+        sum(char == str((int(digit) + 1 + position) % 10) for position, char in enumerate(completion[:TOY_ANSWER_LENGTH]))
+        / TOY_ANSWER_LENGTH
+        for completion, digit in zip(completions, answer, strict=True)
+    ]
+
+
+#: The toy tasks: the word the prompt starts with and the reward name (``resolve_reward`` knows both).
+TOY_TASKS = {"repeat_digit": ("digit", "toy_repeat_digit"), "count_up": ("count", "toy_count_up")}
+
+
+def write_toy_prompts(path: str | Path, *, n_prompts: int = 200, seed: int = 0, task: str = "repeat_digit") -> Path:
+    """
+    Write a toy task's prompts as JSON lines, ``{"prompt": "digit 7", "answer": "7"}`` (``count 7`` for ``count_up``).
 
     :param path: the ``.jsonl`` file to write
     :param n_prompts: number of rows
     :param seed: shuffling seed
+    :param task: one of :data:`TOY_TASKS`
     :return: the path
     """
+    if task not in TOY_TASKS:
+        raise ValueError(f"task={task!r} must be one of {sorted(TOY_TASKS)}")
+    word = TOY_TASKS[task][0]
     rng = random.Random(seed)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as file:
         for _ in range(n_prompts):
             digit = rng.randrange(10)
-            file.write(json.dumps({"prompt": f"digit {digit}", "answer": str(digit)}) + "\n")
+            file.write(json.dumps({"prompt": f"{word} {digit}", "answer": str(digit)}) + "\n")
     return path
 
 
-def write_toy_setup(directory: str | Path, *, seed: int = 0) -> Path:
+def write_toy_setup(directory: str | Path, *, seed: int = 0, task: str = "repeat_digit") -> Path:
     """
     Write a tiny model + tokenizer (``model/``), prompts (``prompts.jsonl``) and ``config.yaml`` for ``r2vpo-llm train``.
 
     :param directory: output directory
     :param seed: model initialization and data seed
+    :param task: one of :data:`TOY_TASKS`
     :return: the path of ``config.yaml``
     """
     import yaml
@@ -129,12 +157,12 @@ def write_toy_setup(directory: str | Path, *, seed: int = 0) -> Path:
     model = build_tiny_qwen2(len(tokenizer), seed=seed)
     model.save_pretrained(directory / "model")
     tokenizer.save_pretrained(directory / "model")
-    write_toy_prompts(directory / "prompts.jsonl", seed=seed)
+    write_toy_prompts(directory / "prompts.jsonl", seed=seed, task=task)
     config = {
         # Relative to this file (TrainConfig.from_yaml resolves them so), wherever training is started from.
         "model_name_or_path": "model",
         "train_file": "prompts.jsonl",
-        "reward": "toy_repeat_digit",
+        "reward": TOY_TASKS[task][1],
         "output_dir": "run",
         "max_completion_length": TOY_ANSWER_LENGTH,
         # The reward starts rising near iteration 80 (benchmarks/llm_toy_comparison.py runs 150).

@@ -96,3 +96,19 @@ def test_datasets_from_jsonl_and_parquet(tmp_path: Path) -> None:
     resumed = PromptSampler(dataset, seed=99)
     resumed.load_state_dict(state)
     assert resumed.next_rows(10) == expected
+
+
+def test_count_up_toy_reward_and_setup(tmp_path: Path) -> None:
+    from llm_adapter.cli import main
+    from llm_adapter.config import TrainConfig
+    from llm_adapter.rewards import resolve_reward
+    from llm_adapter.toy import toy_count_up_reward
+
+    reward = resolve_reward("toy_count_up")
+    assert reward is toy_count_up_reward
+    assert reward(["", "", ""], ["89012345", "8x0123", "77777777"], answer=["7", "7", "7"]) == [1.0, 5 / 8, 0.0]
+    assert main(["toy-setup", str(tmp_path / "toy"), "--task", "count_up"]) == 0
+    config = TrainConfig.from_yaml(tmp_path / "toy" / "config.yaml")
+    assert config.reward == "toy_count_up"
+    first = json.loads(Path(config.train_file).read_text().splitlines()[0])
+    assert first["prompt"] == f"count {first['answer']}"
