@@ -6,7 +6,8 @@ initialized tiny Qwen2 model (both through ``save_pretrained``, so they load wit
 model), a prompt file and a YAML config for ``r2vpo-llm train``. The task: the prompt names a digit, the reward is
 the fraction of the first 8 generated characters that are that digit (``repeat_digit``). A second task of another
 kind, on which no setting was chosen (``count_up``): the prompt names a digit, the completion must count up from
-the next one, modulo 10 (``count 7`` -> ``89012345``).
+the next one, modulo 10 (``count 7`` -> ``89012345``), each character rewarded when it is one more than the one
+before it.
 """
 
 import json
@@ -99,19 +100,23 @@ def toy_repeat_digit_reward(
 
 def toy_count_up_reward(prompts: Sequence[str], completions: Sequence[str], *, answer: Sequence[Any], **_: Any) -> list[float]:
     """
-    The ``count_up`` task's reward: the fraction of the first 8 characters of the completion that continue the count
-    from the ``answer`` digit (``answer`` 7: ``8, 9, 0, 1, ...``).
+    The ``count_up`` task's reward: the fraction of the first 8 characters of the completion that are one more
+    (modulo 10) than the character before them, the first one counted from the ``answer`` digit (``answer`` 7:
+    ``89012345`` earns 1, ``90123456`` 7/8: a count is rewarded where it holds locally).
 
     :param prompts: prompts (unused)
     :param completions: completion text
     :param answer: the digit the count starts after, for every completion
     :return: rewards in [0, 1]
     """
-    return [
-        sum(char == str((int(digit) + 1 + position) % 10) for position, char in enumerate(completion[:TOY_ANSWER_LENGTH]))
-        / TOY_ANSWER_LENGTH
-        for completion, digit in zip(completions, answer, strict=True)
-    ]
+    rewards = []
+    for completion, digit in zip(completions, answer, strict=True):
+        previous, hits = str(digit), 0
+        for char in completion[:TOY_ANSWER_LENGTH]:
+            hits += previous.isdigit() and char == str((int(previous) + 1) % 10)
+            previous = char
+        rewards.append(hits / TOY_ANSWER_LENGTH)
+    return rewards
 
 
 #: The toy tasks: the word the prompt starts with and the reward name (``resolve_reward`` knows both).

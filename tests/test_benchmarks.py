@@ -23,6 +23,7 @@ SCRIPTS = [
     "gpu_check",
     "llm_toy_comparison",
     "learning_curves",
+    "replay_sampling",
 ]
 
 

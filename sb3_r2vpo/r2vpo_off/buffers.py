@@ -159,29 +159,45 @@ def available_memory_bytes(meminfo: str = "/proc/meminfo") -> int | None:
     return None
 
 
-def permutation_pass_lengths(n_samples: int, n_stored: int) -> Iterator[int]:
+#: How R2VPOOff draws its minibatches from the replay: ``"uniform"`` over every stored transition (the paper's
+#: Algorithm 2), or ``"newest_first"``: one full pass over the newest rollout, then uniform draws over all.
+REPLAY_SAMPLINGS = ("uniform", "newest_first")
+
+
+def permutation_passes(
+    n_samples: int, n_stored: int, *, sampling: str = "uniform", n_newest: int = 0
+) -> Iterator[tuple[bool, int]]:
     """
-    How many samples each permutation pass over the ``n_stored`` transitions takes when ``n_samples`` are drawn in
-    all: whole passes, the last one cut short.
+    The permutation passes that draw ``n_samples`` samples: ``(newest_only, length)`` for each. ``"uniform"``: whole
+    passes over the ``n_stored`` transitions, the last one cut short. ``"newest_first"``: first a pass over the
+    ``n_newest`` transitions of the newest rollout, then uniform passes over all for the rest.
     """
     drawn = 0
+    if sampling == "newest_first":
+        take = min(n_newest, n_samples)
+        yield True, take
+        drawn += take
     while drawn < n_samples:
         take = min(n_stored, n_samples - drawn)
-        yield take
+        yield False, take
         drawn += take
 
 
-def minibatch_sizes(n_samples: int, n_stored: int, batch_size: int) -> list[int]:
+def minibatch_sizes(
+    n_samples: int, n_stored: int, batch_size: int, *, sampling: str = "uniform", n_newest: int = 0
+) -> list[int]:
     """
     Sizes of the minibatches :meth:`RolloutReplayBuffer.minibatch_indices` yields: each permutation pass
-    (:func:`permutation_pass_lengths`) cut into ``batch_size`` chunks.
+    (:func:`permutation_passes`) cut into ``batch_size`` chunks.
 
     :param n_samples: total number of samples drawn
     :param n_stored: number of stored transitions
     :param batch_size: minibatch size
+    :param sampling: one of :data:`REPLAY_SAMPLINGS`
+    :param n_newest: transitions of the newest rollout (``"newest_first"``)
     """
     sizes: list[int] = []
-    for take in permutation_pass_lengths(n_samples, n_stored):
+    for _, take in permutation_passes(n_samples, n_stored, sampling=sampling, n_newest=n_newest):
         sizes += [batch_size] * (take // batch_size) + ([take % batch_size] if take % batch_size else [])
     return sizes
 
@@ -417,19 +433,23 @@ class RolloutReplayBuffer:
         """Staleness in iterations of each slot (-1 for empty slots)."""
         return np.where(self.iterations >= 0, iteration - self.iterations, -1)
 
-    def minibatch_indices(self, n_samples: int, batch_size: int) -> Iterator[np.ndarray]:
+    def minibatch_indices(self, n_samples: int, batch_size: int, *, sampling: str = "uniform") -> Iterator[np.ndarray]:
         """
-        Uniform minibatches over every stored transition: successive random permutations of all stored
-        indices, cut into ``batch_size`` chunks, ``n_samples`` indices in total.
+        Minibatches of ``n_samples`` indices in all: successive random permutations of the stored indices (of the
+        newest rollout's for the first pass of ``"newest_first"``), cut into ``batch_size`` chunks.
 
         :param n_samples: total number of samples to draw
         :param batch_size: minibatch size
+        :param sampling: one of :data:`REPLAY_SAMPLINGS`
         """
         slots = np.flatnonzero(self.iterations >= 0)
-        stored = slots[:, None] * self.transitions_per_rollout + np.arange(self.transitions_per_rollout)[None, :]
-        stored = stored.reshape(-1)
-        for take in permutation_pass_lengths(n_samples, len(stored)):
-            permutation = stored[np.random.permutation(len(stored))][:take]
+        per_rollout = np.arange(self.transitions_per_rollout)[None, :]
+        stored = (slots[:, None] * self.transitions_per_rollout + per_rollout).reshape(-1)
+        newest = int(np.argmax(self.iterations)) * self.transitions_per_rollout + per_rollout.reshape(-1)
+        passes = permutation_passes(n_samples, len(stored), sampling=sampling, n_newest=len(newest))
+        for newest_only, take in passes:
+            source = newest if newest_only else stored
+            permutation = source[np.random.permutation(len(source))][:take]
             for start in range(0, take, batch_size):
                 yield permutation[start : start + batch_size]
 

@@ -20,6 +20,7 @@ from sb3_r2vpo.core.validation import check_int
 from sb3_r2vpo.r2vpo.metrics import MinibatchMetrics
 from sb3_r2vpo.r2vpo.r2vpo import R2VPO
 from sb3_r2vpo.r2vpo_off.buffers import (
+    REPLAY_SAMPLINGS,
     InputNormalization,
     ReplayBufferSamples,
     RolloutReplayBuffer,
@@ -63,6 +64,11 @@ class R2VPOOff(R2VPO):
     :param utd_ratio: Gradient passes per fresh sample per iteration (paper: 2); plays the role of ``n_epochs``
     :param recompute_advantages: Recompute stale rollouts' values, advantages and returns with the current critic
         before each update (True), or keep those computed at collection time (False)
+    :param replay_sampling: How minibatches are drawn: ``"uniform"`` over every stored transition (the paper's
+        Algorithm 2: the fresh rollout gets ``utd_ratio / replay_capacity`` passes in the update right after it was
+        collected), or ``"newest_first"``: one full pass over the newest rollout, then the rest of the
+        ``utd_ratio * n_steps * n_envs`` samples uniformly over all (``1 + (utd_ratio - 1) / replay_capacity`` passes
+        for fresh data, the same number of samples per update)
     :param gamma: Discount factor
     :param gae_lambda: Factor for trade-off of bias vs variance for Generalized Advantage Estimator
     :param var_coef: ``lam``, the weight of the ratio-variance penalty (see :class:`sb3_r2vpo.R2VPO`)
@@ -112,6 +118,7 @@ class R2VPOOff(R2VPO):
         replay_capacity: int = 4,
         utd_ratio: float = 2.0,
         recompute_advantages: bool = True,
+        replay_sampling: str = "uniform",
         gamma: float = 0.99,
         gae_lambda: float = 0.95,
         var_coef: float | str = "auto",
@@ -140,6 +147,9 @@ class R2VPOOff(R2VPO):
         self.replay_capacity = check_int("replay_capacity", replay_capacity, 1)
         self.utd_ratio = check_positive("utd_ratio", utd_ratio)
         self.recompute_advantages = bool(recompute_advantages)
+        if replay_sampling not in REPLAY_SAMPLINGS:
+            raise ValueError(f"replay_sampling={replay_sampling!r} must be one of {list(REPLAY_SAMPLINGS)}")
+        self.replay_sampling = replay_sampling
         super().__init__(
             policy,
             env,
@@ -177,10 +187,21 @@ class R2VPOOff(R2VPO):
         if _init_setup_model:
             self._setup_model()
 
+    @property
+    def _replay_sampling(self) -> str:
+        # Files saved before replay_sampling existed drew uniformly.
+        return getattr(self, "replay_sampling", "uniform")
+
     def _warn_about_truncated_minibatches(self, n_envs: int) -> None:
         fresh = n_envs * self.n_steps
         # Once the replay is full, an iteration draws successive permutations of the stored transitions.
-        sizes = minibatch_sizes(self._samples_per_iteration(n_envs), self.replay_capacity * fresh, self.batch_size)
+        sizes = minibatch_sizes(
+            self._samples_per_iteration(n_envs),
+            self.replay_capacity * fresh,
+            self.batch_size,
+            sampling=self._replay_sampling,
+            n_newest=fresh,
+        )
         smaller = [size for size in sizes if size < self.batch_size]
         if smaller:
             stored = self.replay_capacity * fresh
@@ -335,7 +356,7 @@ class R2VPOOff(R2VPO):
         # and there are more of them; an "epoch" (for SB3's counters and target_kl) is ~ one fresh rollout's worth.
         epoch: list[np.ndarray] = []
         in_epoch = 0
-        for batch in self.replay_buffer.minibatch_indices(n_samples, self.batch_size):
+        for batch in self.replay_buffer.minibatch_indices(n_samples, self.batch_size, sampling=self._replay_sampling):
             epoch.append(batch)
             in_epoch += len(batch)
             if in_epoch >= fresh:

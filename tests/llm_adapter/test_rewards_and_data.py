@@ -106,7 +106,8 @@ def test_count_up_toy_reward_and_setup(tmp_path: Path) -> None:
 
     reward = resolve_reward("toy_count_up")
     assert reward is toy_count_up_reward
-    assert reward(["", "", ""], ["89012345", "8x0123", "77777777"], answer=["7", "7", "7"]) == [1.0, 5 / 8, 0.0]
+    completions = ["89012345", "90123456", "8x0123", "77777777"]
+    assert reward([""] * 4, completions, answer=["7"] * 4) == [1.0, 7 / 8, 4 / 8, 0.0]
     assert main(["toy-setup", str(tmp_path / "toy"), "--task", "count_up"]) == 0
     config = TrainConfig.from_yaml(tmp_path / "toy" / "config.yaml")
     assert config.reward == "toy_count_up"

@@ -467,3 +467,33 @@ def test_vec_normalize_with_dict_observations_and_truncations() -> None:
     raw_vec = buffer.observations["vec"][0, :8, 0]
     expected = np.clip((raw_vec - env.obs_rms["vec"].mean) / np.sqrt(env.obs_rms["vec"].var + env.epsilon), -10, 10)
     np.testing.assert_allclose(samples.observations["vec"].numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_newest_first_sampling_passes_over_the_fresh_rollout_first() -> None:
+    n_steps, capacity, utd_ratio, batch_size = 64, 4, 2.0, 16
+    model = R2VPOOff(
+        "MlpPolicy", "Pendulum-v1", n_steps=n_steps, batch_size=batch_size, replay_capacity=capacity, utd_ratio=utd_ratio,
+        replay_sampling="newest_first", seed=0, policy_kwargs={"net_arch": [16]},
+    )  # fmt: skip
+    model.learn(5 * n_steps)  # the replay is full and has wrapped around once
+    buffer = model.replay_buffer
+    newest = int(np.argmax(buffer.iterations))
+    batches = list(buffer.minibatch_indices(round(utd_ratio * n_steps), batch_size, sampling="newest_first"))
+    drawn = np.concatenate(batches)
+    assert len(drawn) == utd_ratio * n_steps
+    first_pass = np.concatenate(batches[: n_steps // batch_size])
+    assert sorted(first_pass // n_steps) == [newest] * n_steps  # the whole newest rollout, each transition once
+    assert sorted(first_pass % n_steps) == list(range(n_steps))
+    rest = drawn[n_steps:]
+    assert len(set((rest // n_steps).tolist())) > 1  # then uniform over every slot
+    sizes = minibatch_sizes(
+        round(utd_ratio * n_steps), capacity * n_steps, batch_size, sampling="newest_first", n_newest=n_steps
+    )
+    assert [len(b) for b in batches] == sizes
+    # Over the update the fresh rollout gets 1 + (utd - 1) / capacity passes in expectation; uniform gives utd / capacity.
+    assert np.mean(drawn // n_steps == newest) * utd_ratio >= 1.0
+
+
+def test_bad_replay_sampling() -> None:
+    with pytest.raises(ValueError, match=r"replay_sampling='fifo' must be one of \['uniform', 'newest_first'\]"):
+        R2VPOOff("MlpPolicy", "Pendulum-v1", replay_sampling="fifo")
