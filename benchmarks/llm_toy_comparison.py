@@ -45,6 +45,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "r2vpo_lam3": {"objective": "r2vpo", "var_coef": 3.0},
     # The dual controller (issue 19): the log-space update beside Eq. 10's additive one.
     "r2vpo_log": {"objective": "r2vpo", "var_coef_update": "log", "var_coef_lr": 0.1},
+    "r2vpo_log_min1": {"objective": "r2vpo", "var_coef_update": "log", "var_coef_lr": 0.1, "var_coef_min": 1.0},
+    "r2vpo_min1": {"objective": "r2vpo", "var_coef_min": 1.0},
+    "r2vpo_min0.3": {"objective": "r2vpo", "var_coef_min": 0.3},
+    "r2vpo_target0.002": {"objective": "r2vpo", "target_var": 0.002},
     "r2vpo_off_log": {
         "objective": "r2vpo",
         "replay_capacity": 4,

@@ -83,6 +83,7 @@ class TrainConfig:
     var_coef_update: str = field(
         default="additive", metadata=_help(f"Dual update of lam, one of {VAR_COEF_UPDATES} (additive: the paper's Eq. 10)")
     )
+    var_coef_min: float = field(default=0.0, metadata=_help("Lower bound of lam (>= 0; the paper: 0)"))
     clip_range: float = field(default=0.2, metadata=_help("Lower clip range (grpo, grpo_ch, gppo) and SPO's epsilon"))
     clip_range_high: float | None = field(
         default=None, metadata=_help("Upper clip range (default: grpo/gppo 0.2, grpo_ch 0.28)")
@@ -168,6 +169,7 @@ class TrainConfig:
             "var_coef_lr",
             "var_coef_max",
             "var_coef_update",
+            "var_coef_min",
             "clip_range",
             "clip_range_high",
         ):
@@ -275,6 +277,7 @@ class TrainConfig:
             var_coef_lr=self.var_coef_lr,
             var_coef_max=self.var_coef_max,
             var_coef_update=self.var_coef_update,
+            var_coef_min=self.var_coef_min,
         )
 
     @property

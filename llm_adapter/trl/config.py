@@ -51,6 +51,8 @@ class R2VPOConfig(GRPOConfig):
         var_coef_update (`str`, *optional*, defaults to `"additive"`):
             The dual update: ``"additive"`` (the step above, the paper's Eq. 10) or ``"log"`` (a step on ``log lam``,
             ``lam <- lam * exp(var_coef_lr * (V / target_var - 1))``, which cannot drive ``lam`` to 0).
+        var_coef_min (`float`, *optional*, defaults to `0.0`):
+            Lower bound of ``lam`` (the paper: 0).
     """
 
     var_coef: str = field(
@@ -63,6 +65,7 @@ class R2VPOConfig(GRPOConfig):
     var_coef_lr: float = field(default=1.0, metadata={"help": "Dual step size for lam (>= 0)."})
     var_coef_max: float = field(default=100.0, metadata={"help": "Upper bound of lam (> 0)."})
     var_coef_update: str = field(default="additive", metadata={"help": "Dual update of lam: 'additive' or 'log'."})
+    var_coef_min: float = field(default=0.0, metadata={"help": "Lower bound of lam (>= 0)."})
 
     def __post_init__(self) -> None:
         self.var_coef = _parse_var_coef_field(self.var_coef)  # type: ignore[assignment]
@@ -95,4 +98,5 @@ class R2VPOConfig(GRPOConfig):
             var_coef_lr=self.var_coef_lr,
             var_coef_max=self.var_coef_max,
             var_coef_update=self.var_coef_update,
+            var_coef_min=self.var_coef_min,
         )

@@ -18,6 +18,7 @@ class R2VPOPolicyLossConfig(PolicyLossConfig):
     :param var_coef_lr: the dual step size, applied once per optimizer step
     :param var_coef_max: the upper end of ``lam``'s projection
     :param var_coef_update: the dual update, ``"additive"`` (Eq. 10) or ``"log"`` (a step on ``log lam``)
+    :param var_coef_min: the lower end of ``lam``'s projection (the paper: 0)
     :param topr_truncation: TOPR's truncation of the importance weight of negative samples (``loss_mode=topr``)
     """
 
@@ -27,6 +28,7 @@ class R2VPOPolicyLossConfig(PolicyLossConfig):
     var_coef_lr: float = 0.1
     var_coef_max: float = 100.0
     var_coef_update: str = "additive"
+    var_coef_min: float = 0.0
     topr_truncation: float = 1.0
 
     def __post_init__(self) -> None:
@@ -43,4 +45,5 @@ class R2VPOPolicyLossConfig(PolicyLossConfig):
             var_coef_lr=self.var_coef_lr,
             var_coef_max=self.var_coef_max,
             var_coef_update=self.var_coef_update,
+            var_coef_min=self.var_coef_min,
         )

@@ -43,12 +43,20 @@ class VerlDualState:
 
         :raises ValueError: if another loss in this process was configured differently
         """
-        settings = (config.var_coef, config.target_var, config.var_coef_lr, config.var_coef_max, config.var_coef_update)
+        settings = (
+            config.var_coef,
+            config.target_var,
+            config.var_coef_lr,
+            config.var_coef_max,
+            config.var_coef_update,
+            config.var_coef_min,
+        )
         if self.controller is None:
             self.controller, self.settings = config.controller(), settings
         elif settings != self.settings:
             raise ValueError(
-                f"This process already runs R2VPO with (var_coef, target_var, var_coef_lr, var_coef_max, var_coef_update)="
+                f"This process already runs R2VPO with (var_coef, target_var, var_coef_lr, var_coef_max, var_coef_update, "
+                "var_coef_min)="
                 f"{self.settings}; "
                 f"a second policy loss asks for {settings}: one process trains one actor with one controller"
             )

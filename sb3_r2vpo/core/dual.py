@@ -62,13 +62,18 @@ class VarCoefController:
     of ``E[(r - 1)^2]`` of the batch that was just used. ``var_coef_update`` chooses the rule:
 
     - ``"additive"``: projected dual ascent, the paper's Eq. 10,
-      ``lam <- clip(lam + var_coef_lr * (V_hat - target_var), 0, var_coef_max)``. While ``V_hat`` stays under the
-      target, ``lam`` falls by a constant amount per step and can reach 0, where the trust region is gone.
+      ``lam <- clip(lam + var_coef_lr * (V_hat - target_var), var_coef_min, var_coef_max)`` (the paper:
+      ``var_coef_min = 0``). While ``V_hat`` stays under the target, ``lam`` falls by a constant amount per step and
+      can reach 0, where the trust region is gone.
     - ``"log"``: the same ascent on ``log lam`` with the constraint violation measured relative to the target,
       ``lam <- clip(lam * exp(var_coef_lr * (V_hat / target_var - 1)), floor, var_coef_max)`` with
-      ``floor = var_coef_max * LOG_UPDATE_FLOOR_FRACTION``: ``lam`` shrinks at most by ``exp(-var_coef_lr)`` per
-      step, never reaches 0, and grows by a factor that rises with how far the variance overshoots (with
-      ``target_var = 0``, the end of an annealed schedule, any variance above 0 sends it to ``var_coef_max``).
+      ``floor = max(var_coef_min, var_coef_max * LOG_UPDATE_FLOOR_FRACTION)``: ``lam`` shrinks at most by
+      ``exp(-var_coef_lr)`` per step, never reaches 0, and grows by a factor that rises with how far the variance
+      overshoots (with ``target_var = 0``, the end of an annealed schedule, any variance above 0 sends it to
+      ``var_coef_max``).
+
+    ``var_coef_min > 0`` keeps a fixed penalty of at least that weight while the variance is under target, and the
+    dual step adds to it when the variance overshoots.
 
     In fixed mode :meth:`step` leaves ``lam`` unchanged.
 
@@ -76,6 +81,7 @@ class VarCoefController:
     :param target_var: the target ratio variance ``delta`` (> 0)
     :param var_coef_lr: the dual step size ``eta_lam`` (>= 0)
     :param var_coef_max: the upper end of the projection (> 0, >= the initial value)
+    :param var_coef_min: the lower end of the projection (>= 0, <= the initial value and ``var_coef_max``)
     :param var_coef_update: the update rule of the adaptive mode, one of :data:`VAR_COEF_UPDATES`
     :param resume_from: ``(lam, n_steps)`` to continue from (a saved model) instead of ``var_coef``'s initial value
     """
@@ -88,6 +94,7 @@ class VarCoefController:
         var_coef_lr: float,
         var_coef_max: float,
         var_coef_update: str = "additive",
+        var_coef_min: float = 0.0,
         resume_from: tuple[float, int] | None = None,
     ) -> None:
         init, self.adaptive = parse_var_coef(var_coef)
@@ -95,6 +102,9 @@ class VarCoefController:
         self.var_coef_lr = check_positive("var_coef_lr", var_coef_lr, allow_zero=True)
         self.var_coef_max = check_positive("var_coef_max", var_coef_max)
         self.var_coef_update = check_var_coef_update(var_coef_update)
+        self.var_coef_min = check_positive("var_coef_min", var_coef_min, allow_zero=True)
+        if self.var_coef_min > self.var_coef_max:
+            raise ValueError(f"var_coef_min={var_coef_min} is above var_coef_max={self.var_coef_max}")
         self.n_steps = 0
         if resume_from is not None:
             init = check_positive("the saved lam (var_coef state)", resume_from[0], allow_zero=True)
@@ -109,19 +119,24 @@ class VarCoefController:
                 f"var_coef={var_coef!r} starts above var_coef_max={self.var_coef_max}: the initial lam must be in "
                 f"[0, var_coef_max]"
             )
+        if self.adaptive and self.var_coef_update == "additive" and init < self.floor:
+            source = "the saved lam" if resume_from is not None else f"var_coef={var_coef!r}"
+            raise ValueError(f"{source} starts lam at {init:.3g}, below var_coef_min={self.var_coef_min}")
         if self.adaptive and self.var_coef_update == "log" and init < self.floor:
             source = "the saved lam" if resume_from is not None else f"var_coef={var_coef!r}"
             raise ValueError(
-                f"{source} starts lam at {init:.3g} with var_coef_update='log', which needs lam >= var_coef_max * "
-                f"{LOG_UPDATE_FLOOR_FRACTION:g} = {self.floor:.3g} (a log-space step cannot leave 0): pass a var_coef "
-                f"such as 'auto_1.0'"
+                f"{source} starts lam at {init:.3g} with var_coef_update='log', which needs lam >= its floor "
+                f"max(var_coef_min, var_coef_max * {LOG_UPDATE_FLOOR_FRACTION:g}) = {self.floor:.3g} (a log-space "
+                "step cannot leave 0): pass a var_coef such as 'auto_1.0'"
             )
         self.value = init
 
     @property
     def floor(self) -> float:
-        """The lower end of ``lam``'s projection: 0 for ``"additive"``, a small positive fraction of the max for ``"log"``."""
-        return self.var_coef_max * LOG_UPDATE_FLOOR_FRACTION if self.var_coef_update == "log" else 0.0
+        """The lower end of ``lam``'s projection: ``var_coef_min``, and for ``"log"`` at least a fraction of the max."""
+        if self.var_coef_update == "log":
+            return max(self.var_coef_min, self.var_coef_max * LOG_UPDATE_FLOOR_FRACTION)
+        return self.var_coef_min
 
     @property
     def target_var(self) -> float:
@@ -166,6 +181,7 @@ class VarCoefController:
             "var_coef_lr": self.var_coef_lr,
             "var_coef_max": self.var_coef_max,
             "var_coef_update": self.var_coef_update,
+            "var_coef_min": self.var_coef_min,
             "n_steps": self.n_steps,
         }
 
@@ -181,6 +197,7 @@ class VarCoefController:
         self.var_coef_max = check_positive("var_coef_max", state["var_coef_max"])
         # States written before the log-space update existed were all additive.
         self.var_coef_update = check_var_coef_update(state.get("var_coef_update", "additive"))
+        self.var_coef_min = check_positive("var_coef_min", state.get("var_coef_min", 0.0), allow_zero=True)
         value = check_positive("var_coef", state["value"], allow_zero=True)
         if value > self.var_coef_max:
             raise ValueError(f"Saved var_coef={value} is above var_coef_max={self.var_coef_max}")

@@ -67,6 +67,8 @@ class R2VPO(OnPolicyAlgorithm):
         ``lam <- clip(lam + var_coef_lr * (ratio_var - target_var), 0, var_coef_max)`` (``var_coef_update="additive"``)
         or ``lam <- clip(lam * exp(var_coef_lr * (ratio_var / target_var - 1)), floor, var_coef_max)`` (``"log"``)
     :param var_coef_max: Upper bound of the projection of ``lam``
+    :param var_coef_min: Lower bound of the projection of ``lam`` (the paper: 0). Above 0, a penalty of at least this
+        weight stays while the ratio variance is under target, and the dual step adds to it when it overshoots.
     :param var_coef_update: The dual update of the adaptive mode: ``"additive"`` (the paper's Eq. 10) or ``"log"``
         (a step on ``log lam``, as SAC's ``log_ent_coef``, which cannot drive ``lam`` to 0); see
         :class:`sb3_r2vpo.core.VarCoefController`
@@ -138,6 +140,7 @@ class R2VPO(OnPolicyAlgorithm):
         var_coef_lr: float = 0.1,
         var_coef_max: float = 100.0,
         var_coef_update: str = "additive",
+        var_coef_min: float = 0.0,
         clip_range_vf: float | Schedule | None = None,
         normalize_advantage: bool = True,
         ent_coef: float = 0.0,
@@ -164,6 +167,7 @@ class R2VPO(OnPolicyAlgorithm):
             var_coef_lr=var_coef_lr,
             var_coef_max=var_coef_max,
             var_coef_update=var_coef_update,
+            var_coef_min=var_coef_min,
         )
         check_schedule("learning_rate", learning_rate)
         n_steps = check_int("n_steps", n_steps, 1)
@@ -215,6 +219,7 @@ class R2VPO(OnPolicyAlgorithm):
         self.var_coef_lr = float(var_coef_lr)
         self.var_coef_max = float(var_coef_max)
         self.var_coef_update = var_coef_update
+        self.var_coef_min = float(var_coef_min)
         #: ``lam`` and its step count as plain data, written by :meth:`save` (``None``: start from ``var_coef``).
         self.var_coef_state: dict[str, Any] | None = None
         self.clip_range_vf = clip_range_vf
@@ -277,6 +282,7 @@ class R2VPO(OnPolicyAlgorithm):
             var_coef_max=self.var_coef_max,
             # Files saved before the log-space update existed used the additive one.
             var_coef_update=getattr(self, "var_coef_update", "additive"),
+            var_coef_min=getattr(self, "var_coef_min", 0.0),
             resume_from=(state["value"], state["n_steps"]) if resume and state is not None else None,
         )
 

@@ -76,6 +76,7 @@ class R2VPOOff(R2VPO):
     :param var_coef_lr: The dual step size
     :param var_coef_max: Upper bound of the projection of ``lam``
     :param var_coef_update: The dual update rule, ``"additive"`` (Eq. 10) or ``"log"`` (see :class:`sb3_r2vpo.R2VPO`)
+    :param var_coef_min: Lower bound of the projection of ``lam`` (see :class:`sb3_r2vpo.R2VPO`)
     :param clip_range_vf: Clipping parameter for the value function (None: no clipping)
     :param normalize_advantage: Whether to normalize or not the advantage (per minibatch)
     :param ent_coef: Entropy coefficient for the loss calculation
@@ -126,6 +127,7 @@ class R2VPOOff(R2VPO):
         var_coef_lr: float = 0.1,
         var_coef_max: float = 100.0,
         var_coef_update: str = "additive",
+        var_coef_min: float = 0.0,
         clip_range_vf: float | Schedule | None = None,
         normalize_advantage: bool = True,
         ent_coef: float = 0.0,
@@ -165,6 +167,7 @@ class R2VPOOff(R2VPO):
             var_coef_lr=var_coef_lr,
             var_coef_max=var_coef_max,
             var_coef_update=var_coef_update,
+            var_coef_min=var_coef_min,
             clip_range_vf=clip_range_vf,
             normalize_advantage=normalize_advantage,
             ent_coef=ent_coef,

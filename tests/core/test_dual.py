@@ -150,3 +150,23 @@ def test_log_update_at_a_target_of_zero() -> None:
     controller.target_var = 0.0  # the end of an annealed schedule
     assert controller.step(0.0) == pytest.approx(math.exp(-0.5))
     assert controller.step(1e-9) == 10.0
+
+
+@pytest.mark.parametrize("update", ["additive", "log"])
+def test_var_coef_min_is_the_floor_of_both_updates(update: str) -> None:
+    controller = VarCoefController(
+        "auto_2.0", target_var=0.02, var_coef_lr=0.5, var_coef_max=10.0, var_coef_update=update, var_coef_min=0.7
+    )
+    for _ in range(200):
+        controller.step(0.0)
+    assert controller.value == controller.floor == 0.7
+    assert controller.step(1.0) > 0.7  # an overshoot adds to the floor
+
+
+def test_bad_var_coef_min() -> None:
+    with pytest.raises(ValueError, match="var_coef_min=-1"):
+        VarCoefController("auto", target_var=0.02, var_coef_lr=0.1, var_coef_max=10.0, var_coef_min=-1)
+    with pytest.raises(ValueError, match="var_coef_min=20 is above var_coef_max=10"):
+        VarCoefController("auto", target_var=0.02, var_coef_lr=0.1, var_coef_max=10.0, var_coef_min=20)
+    with pytest.raises(ValueError, match="below var_coef_min=0.5"):
+        VarCoefController("auto_0.1", target_var=0.02, var_coef_lr=0.1, var_coef_max=10.0, var_coef_min=0.5)
