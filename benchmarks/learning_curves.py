@@ -32,7 +32,7 @@ OUT_DIR = RESULTS_DIR / "learning_curves"
 DOCS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "learning_curves.md"
 ALGOS = ["r2vpo", "r2vpo_off", "ppo"]
 #: Extra runs the panel can add (not in the default panel): see :func:`benchmarks.zoo_runs.algorithm`.
-EXTRA_ALGOS = ["r2vpo_ppo_settings", "ppo_lin_lr", "spo", "r2vpo_log_dual", "r2vpo_off_log_dual"]
+EXTRA_ALGOS = ["r2vpo_ppo_settings", "ppo_lin_lr", "spo", "clip_off", "r2vpo_log_dual", "r2vpo_off_log_dual"]
 
 CLASSIC_TASKS = ["CartPole-v1", "Pendulum-v1", "MountainCarContinuous-v0"]
 DMC_TASKS = [

@@ -6,8 +6,9 @@ it was trained with; a run whose entry has changed since is stale: it is trained
 
 import json
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
+import torch as th
 from stable_baselines3 import PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 
@@ -22,8 +23,39 @@ from benchmarks.common import (
     zoo_entry_to_kwargs,
 )
 from sb3_r2vpo import R2VPO, SPO, R2VPOOff
+from sb3_r2vpo.core import RatioStats, clip_objective
 
 RUNS_DIR = RESULTS_DIR / "runs"
+#: R2VPO's penalty settings, which the clipped replay (``clip_off``) does not take.
+PENALTY_SETTINGS = ("var_coef", "target_var", "var_coef_lr", "var_coef_max", "var_coef_update", "var_coef_min")
+
+
+class ClipReplay(R2VPOOff):
+    """
+    R2VPO-OFF's replay trained with PPO's clipped surrogate (the core's ``clip_objective``) instead of the penalty:
+    the staleness experiment's comparison (the paper's Fig. 4b), with everything but the objective equal.
+
+    :param clip_range: PPO's clip range
+    :param kwargs: R2VPOOff's other arguments (its penalty settings are not taken)
+    """
+
+    replaced_ppo_parameters: ClassVar[dict[str, str]] = {
+        k: v for k, v in R2VPOOff.replaced_ppo_parameters.items() if k != "clip_range"
+    }
+
+    def __init__(self, *args: Any, clip_range: float = 0.2, **kwargs: Any) -> None:
+        self.clip_range = clip_range
+        super().__init__(*args, **{**kwargs, "var_coef": 0.0})
+
+    def _policy_objective(
+        self, log_prob: th.Tensor, behavior_log_prob: th.Tensor, advantages: th.Tensor
+    ) -> tuple[th.Tensor, RatioStats]:
+        return clip_objective(log_prob, behavior_log_prob, advantages, clip_range=self.clip_range, band=self.ratio_band)
+
+    def _record_trust_region_settings(self) -> None:
+        self.logger.record("train/clip_range", self.clip_range)
+
+
 #: PPO settings for tasks rl_zoo3 has no PPO entry for (DeepMind Control).
 LOCAL_PPO_HYPERPARAMS = Path(__file__).resolve().parent / "hyperparams" / "ppo.yml"
 EVAL_FREQ = 5_000
@@ -63,6 +95,8 @@ def algorithm(name: str) -> tuple[type[BaseAlgorithm], Path | None, dict[str, An
         "ppo_lin_lr": (PPO, ppo_hyperparams_file(), {}),
         # SPO with PPO's entry, its clip range as SPO's eps (Xie et al. transfer PPO's settings the same way).
         "spo": (SPO, ppo_hyperparams_file(), {}),
+        # R2VPO-OFF's entry and replay with PPO's clip (0.2) instead of the penalty: the staleness comparison.
+        "clip_off": (ClipReplay, HYPERPARAMS_DIR / "r2vpo_off.yml", {}),
         "r2vpo_log_dual": (R2VPO, HYPERPARAMS_DIR / "r2vpo.yml", LOG_DUAL),
         "r2vpo_off_log_dual": (R2VPOOff, HYPERPARAMS_DIR / "r2vpo_off.yml", LOG_DUAL),
     }
@@ -133,7 +167,10 @@ def run_config(name: str, env_id: str) -> RunConfig:
     entry = load_zoo_entry(hyperparams_file, env_id, fallback=LOCAL_PPO_HYPERPARAMS if uses_ppo_file else None)
     if uses_ppo_file and algo_class not in (PPO, SPO):
         entry.pop("clip_range", None)  # the penalty replaces the clip
-    if name in LINEAR_LR_DECAY:
+    if algo_class is ClipReplay:
+        for key in PENALTY_SETTINGS:
+            entry.pop(key, None)
+    if name.partition("@")[0] in LINEAR_LR_DECAY:
         entry["learning_rate"] = linear_decay(entry.get("learning_rate", 3e-4))
     return RunConfig(algo_class, entry, overrides, hyperparams_file)
 

@@ -94,6 +94,22 @@ def test_variants_and_the_linear_decay_of_ppo(tmp_path: Path) -> None:
     assert payload["overrides"] == {"var_coef_update": "log", "var_coef_lr": 0.01}
 
 
+def test_clipped_replay_runs_r2vpo_offs_entry_without_the_penalty(tmp_path: Path) -> None:
+    pytest.importorskip("rl_zoo3")
+    import torch as th
+
+    from benchmarks.zoo_runs import ClipReplay, run, run_config
+
+    config = run_config("clip_off@replay_capacity=2", "Pendulum-v1")
+    assert config.algo_class is ClipReplay and "var_coef" not in config.entry
+    assert config.entry == {k: v for k, v in run_config("r2vpo_off", "Pendulum-v1").entry.items() if k != "var_coef"}
+    payload = run("clip_off@replay_capacity=2", "Pendulum-v1", seed=0, n_timesteps=2048, runs_dir=tmp_path)
+    assert payload["overrides"] == {"replay_capacity": 2}
+    model = ClipReplay("MlpPolicy", "Pendulum-v1", n_steps=64, clip_range=0.1)
+    loss, _ = model._policy_objective(th.zeros(4) + 0.5, th.zeros(4), th.ones(4))  # r = e^0.5, beyond the clip
+    assert th.allclose(loss, th.full((4,), -1.1))
+
+
 def test_run_without_budget_reuses_the_panel_run_of_the_entry_budget(tmp_path: Path) -> None:
     from benchmarks.zoo_runs import run, run_config, run_path
 

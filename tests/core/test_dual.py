@@ -168,5 +168,5 @@ def test_bad_var_coef_min() -> None:
         VarCoefController("auto", target_var=0.02, var_coef_lr=0.1, var_coef_max=10.0, var_coef_min=-1)
     with pytest.raises(ValueError, match="var_coef_min=20 is above var_coef_max=10"):
         VarCoefController("auto", target_var=0.02, var_coef_lr=0.1, var_coef_max=10.0, var_coef_min=20)
-    with pytest.raises(ValueError, match="below var_coef_min=0.5"):
+    with pytest.raises(ValueError, match=r"below var_coef_min=0\.5"):
         VarCoefController("auto_0.1", target_var=0.02, var_coef_lr=0.1, var_coef_max=10.0, var_coef_min=0.5)
