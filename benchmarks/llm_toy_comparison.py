@@ -56,15 +56,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "var_coef_update": "log",
         "var_coef_lr": 0.1,
     },
-    # Staleness (the paper's Fig. 4b): the replay's capacity for R2VPO-OFF and for the same replay with GRPO's clip.
-    **{f"r2vpo_off_k{k}": {"objective": "r2vpo", "replay_capacity": k, "utd_ratio": 2.0} for k in (1, 2, 8)},
-    **{f"grpo_off_k{k}": {"objective": "grpo", "replay_capacity": k, "utd_ratio": 2.0} for k in (1, 2, 4, 8)},
 }
 MAIN_VARIANTS = ["r2vpo", "r2vpo_lam1", "r2vpo_off", "grpo", "grpo_ch"]
 
 
-def run(variant: str, seed: int, iterations: int, setup_dir: Path, work_dir: Path) -> list[float]:
-    """Train one variant; return the mean reward of every generation."""
+def run(
+    variant: str, seed: int, iterations: int, setup_dir: Path, work_dir: Path, settings: dict[str, Any] | None = None
+) -> list[float]:
+    """Train one variant (its settings: ``settings``, default ``VARIANTS[variant]``); the mean reward per generation."""
     base = TrainConfig.from_yaml(setup_dir / "config.yaml").to_dict()
     base.update(
         {
@@ -73,7 +72,7 @@ def run(variant: str, seed: int, iterations: int, setup_dir: Path, work_dir: Pat
             "output_dir": str(work_dir / f"{variant}_{seed}"),
             "progress_bar": False,
             "report_to_tensorboard": False,
-            **VARIANTS[variant],
+            **(VARIANTS[variant] if settings is None else settings),
         }
     )
     with warnings.catch_warnings():

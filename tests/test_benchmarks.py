@@ -24,6 +24,7 @@ SCRIPTS = [
     "llm_toy_comparison",
     "learning_curves",
     "replay_sampling",
+    "staleness",
 ]
 
 
@@ -234,3 +235,40 @@ def test_learning_curves_statistics() -> None:
     assert 1.0 <= low < 3.0 < high <= 5.0
     curve = [{"timesteps": 50, "mean_reward": 1.0}, {"timesteps": 100, "mean_reward": 1.0}]
     assert normalized_auc(curve, 100) == 1.0
+
+
+def test_staleness_llm_part_runs_small(tmp_path: Path) -> None:
+    out = _run_benchmark(
+        "staleness",
+        "--parts",
+        "llm",
+        "--seeds",
+        "0",
+        "--capacities",
+        "1",
+        "2",
+        "--llm-iterations",
+        "2",
+        "--out-dir",
+        str(tmp_path),
+    )
+    payload = json.loads((tmp_path / "staleness.json").read_text())
+    assert set(payload["results"]["llm"]["by_objective"]) == {"r2vpo", "clip"}
+    assert set(payload["results"]["llm"]["by_objective"]["clip"]) == {"1", "2"}
+    assert "llm clip: K=1" in out and (tmp_path / "staleness.png").exists()
+
+
+def test_replay_sampling_runs_small(tmp_path: Path) -> None:
+    _run_benchmark(
+        "replay_sampling",
+        "--seeds",
+        "0",
+        "--budgets",
+        "256",
+        "--variants",
+        "r2vpo_off_newest_first",
+        "--out-dir",
+        str(tmp_path),
+    )
+    payload = json.loads((tmp_path / "identity.json").read_text())
+    assert payload["summary"]["r2vpo_off_newest_first"]["256"]["seeds"] == 1
