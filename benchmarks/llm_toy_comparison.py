@@ -34,21 +34,29 @@ from llm_adapter.trainer import R2VPOLLMTrainer
 OUT_DIR = RESULTS_DIR / "llm_toy_comparison"
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    "r2vpo": {"objective": "r2vpo"},
+    "r2vpo": {"objective": "r2vpo"},  # the trainer's defaults
+    # The adaptive default before the tuning runs of issue 19 (lam from 1.0, target_var 0.01, var_coef_lr 1.0).
+    "r2vpo_auto": {"objective": "r2vpo", "var_coef": "auto"},
     "r2vpo_lam1": {"objective": "r2vpo", "var_coef": 1.0},
     "r2vpo_off": {"objective": "r2vpo", "replay_capacity": 4, "utd_ratio": 2.0},
     "grpo": {"objective": "grpo"},
     "grpo_ch": {"objective": "grpo_ch"},
     # The lam sweep behind the default (--variants r2vpo_auto0 r2vpo_lam0.3 r2vpo_lam3 --seeds 0 1 2).
-    "r2vpo_auto0": {"objective": "r2vpo", "var_coef": "auto_0"},
+    "r2vpo_auto0": {"objective": "r2vpo", "var_coef": "auto_0"},  # (before issue 19's tuning)
     "r2vpo_lam0.3": {"objective": "r2vpo", "var_coef": 0.3},
     "r2vpo_lam3": {"objective": "r2vpo", "var_coef": 3.0},
     # The dual controller (issue 19): the log-space update beside Eq. 10's additive one.
-    "r2vpo_log": {"objective": "r2vpo", "var_coef_update": "log", "var_coef_lr": 0.1},
-    "r2vpo_log_min1": {"objective": "r2vpo", "var_coef_update": "log", "var_coef_lr": 0.1, "var_coef_min": 1.0},
-    "r2vpo_min1": {"objective": "r2vpo", "var_coef_min": 1.0},
-    "r2vpo_min0.3": {"objective": "r2vpo", "var_coef_min": 0.3},
-    "r2vpo_target0.002": {"objective": "r2vpo", "target_var": 0.002},
+    "r2vpo_log": {"objective": "r2vpo", "var_coef": "auto", "var_coef_update": "log", "var_coef_lr": 0.1},
+    "r2vpo_log_min1": {
+        "objective": "r2vpo",
+        "var_coef": "auto",
+        "var_coef_update": "log",
+        "var_coef_lr": 0.1,
+        "var_coef_min": 1.0,
+    },
+    "r2vpo_min1": {"objective": "r2vpo", "var_coef": "auto", "var_coef_min": 1.0},
+    "r2vpo_min0.3": {"objective": "r2vpo", "var_coef": "auto", "var_coef_min": 0.3},
+    "r2vpo_target0.002": {"objective": "r2vpo", "var_coef": "auto", "target_var": 0.002},
     "r2vpo_off_log": {
         "objective": "r2vpo",
         "replay_capacity": 4,
@@ -57,7 +65,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "var_coef_lr": 0.1,
     },
 }
-MAIN_VARIANTS = ["r2vpo", "r2vpo_lam1", "r2vpo_off", "grpo", "grpo_ch"]
+MAIN_VARIANTS = ["r2vpo", "r2vpo_auto", "r2vpo_off", "grpo", "grpo_ch"]
 
 
 def run(
