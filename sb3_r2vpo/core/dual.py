@@ -119,16 +119,16 @@ class VarCoefController:
                 f"var_coef={var_coef!r} starts above var_coef_max={self.var_coef_max}: the initial lam must be in "
                 f"[0, var_coef_max]"
             )
-        if self.adaptive and self.var_coef_update == "additive" and init < self.floor:
+        if self.adaptive and init < self.floor:
             source = "the saved lam" if resume_from is not None else f"var_coef={var_coef!r}"
-            raise ValueError(f"{source} starts lam at {init:.3g}, below var_coef_min={self.var_coef_min}")
-        if self.adaptive and self.var_coef_update == "log" and init < self.floor:
-            source = "the saved lam" if resume_from is not None else f"var_coef={var_coef!r}"
-            raise ValueError(
-                f"{source} starts lam at {init:.3g} with var_coef_update='log', which needs lam >= its floor "
-                f"max(var_coef_min, var_coef_max * {LOG_UPDATE_FLOOR_FRACTION:g}) = {self.floor:.3g} (a log-space "
-                "step cannot leave 0): pass a var_coef such as 'auto_1.0'"
+            below = (
+                f" with var_coef_update='log', which needs lam >= its floor max(var_coef_min, var_coef_max * "
+                f"{LOG_UPDATE_FLOOR_FRACTION:g}) = {self.floor:.3g} (a log-space step cannot leave 0): pass a var_coef "
+                "such as 'auto_1.0'"
+                if self.var_coef_update == "log"
+                else f", below var_coef_min={self.var_coef_min}"
             )
+            raise ValueError(f"{source} starts lam at {init:.3g}{below}")
         self.value = init
 
     @property
