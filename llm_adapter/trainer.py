@@ -63,17 +63,28 @@ def resolve_device(device: str) -> th.device:
     return resolved
 
 
+def numbered_checkpoints(output_dir: str | Path) -> list[Path]:
+    """
+    The ``checkpoint-<iteration>`` directories of ``output_dir``, oldest first.
+
+    :param output_dir: the run directory
+    :return: their paths, by iteration
+    """
+    found = [p for p in Path(output_dir).glob(f"{CHECKPOINT_PREFIX}*") if p.name[len(CHECKPOINT_PREFIX) :].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
+
+
 def latest_checkpoint(output_dir: str | Path) -> Path:
     """
-    The checkpoint with the highest iteration in ``output_dir``.
+    The complete checkpoint with the highest iteration in ``output_dir``.
 
     :param output_dir: the run directory
     :return: its path
     """
-    candidates = [p for p in Path(output_dir).glob(f"{CHECKPOINT_PREFIX}*") if (p / TRAINER_STATE).exists()]
-    if not candidates:
+    complete = [p for p in numbered_checkpoints(output_dir) if (p / TRAINER_STATE).exists()]
+    if not complete:
         raise ValueError(f"resume_from_checkpoint='latest' but {output_dir} has no complete checkpoint")
-    return max(candidates, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
+    return complete[-1]
 
 
 def _check_local_path(name: str, location: str | Path) -> None:
@@ -636,14 +647,7 @@ class R2VPOLLMTrainer:
         limit = self.config.save_total_limit
         if limit is None:
             return
-        checkpoints = sorted(
-            (
-                p
-                for p in Path(self.config.output_dir).glob(f"{CHECKPOINT_PREFIX}*")
-                if p.name[len(CHECKPOINT_PREFIX) :].isdigit()
-            ),
-            key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]),
-        )
+        checkpoints = numbered_checkpoints(self.config.output_dir)
         for old in checkpoints[: max(len(checkpoints) - limit, 0)]:
             shutil.rmtree(old)
 
