@@ -15,7 +15,7 @@ import stable_baselines3
 import torch as th
 import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.utils import LinearSchedule
@@ -175,6 +175,49 @@ class EvalCurveCallback(BaseCallback):
         return True
 
 
+#: The ``train/*`` values a run keeps per update (those an algorithm logs): the dual variable and what drives it.
+TRAIN_LOG_KEYS = ("var_coef", "target_var", "ratio_var", "approx_kl", "clip_fraction")
+#: At most this many updates are kept per run (evenly spaced), so that long runs stay small files.
+TRAIN_LOG_POINTS = 250
+
+
+class TrainLogCallback(BaseCallback):
+    """
+    Keep the :data:`TRAIN_LOG_KEYS` an update logged, read from the logger before the next dump (an update's values
+    stay there until the dump after the next rollout), for every ``stride``-th update.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[dict[str, float]] = []
+        self._stride = 1
+        self._updates_seen = 0
+
+    def _on_training_start(self) -> None:
+        per_update = getattr(self.model, "n_steps", 1) * self.model.n_envs
+        expected = max(1, self.model._total_timesteps // max(per_update, 1))
+        self._stride = max(1, math.ceil(expected / TRAIN_LOG_POINTS))
+
+    def _record(self) -> None:
+        values = self.logger.name_to_value
+        if not any(f"train/{key}" in values for key in TRAIN_LOG_KEYS):
+            return  # no update since the last dump
+        self._updates_seen += 1
+        if (self._updates_seen - 1) % self._stride == 0:
+            point = {"timesteps": float(self.num_timesteps)}
+            point.update({key: float(values[f"train/{key}"]) for key in TRAIN_LOG_KEYS if f"train/{key}" in values})
+            self.log.append(point)
+
+    def _on_rollout_start(self) -> None:
+        self._record()
+
+    def _on_training_end(self) -> None:
+        self._record()
+
+    def _on_step(self) -> bool:
+        return True
+
+
 def train_and_evaluate(
     model: BaseAlgorithm,
     env_id: str,
@@ -187,11 +230,13 @@ def train_and_evaluate(
     """
     Train with an evaluation curve and a final evaluation.
 
-    :return: ``initial_mean_reward``, ``curve``, ``final_mean_reward`` and ``wall_time_s`` (training only)
+    :return: ``initial_mean_reward``, ``curve``, ``final_mean_reward``, ``wall_time_s`` (training only) and
+        ``train_log`` (see :class:`TrainLogCallback`)
     """
     callback = EvalCurveCallback(env_id, eval_freq, n_eval_episodes, seed, env_wrapper)
+    train_log = TrainLogCallback()
     start = time.perf_counter()
-    model.learn(total_timesteps, callback=callback)
+    model.learn(total_timesteps, callback=CallbackList([callback, train_log]))
     wall_time = time.perf_counter() - start
     if not callback.curve or callback.curve[-1]["timesteps"] < model.num_timesteps:
         callback.evaluate()
@@ -200,6 +245,7 @@ def train_and_evaluate(
         "curve": callback.curve,
         "final_mean_reward": callback.curve[-1]["mean_reward"],
         "wall_time_s": wall_time,
+        "train_log": train_log.log,
     }
 
 

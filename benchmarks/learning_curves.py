@@ -1,8 +1,9 @@
 """
-The learning-curve panel: R2VPO, R2VPO-OFF and SB3's PPO, each with its own RL Zoo hyperparameters (PPO's from
-rl_zoo3's ``ppo.yml``; ``benchmarks/hyperparams/ppo.yml`` for DeepMind Control tasks rl_zoo3 has no entry for:
-PPO's defaults with flattened, normalized observations), on the same seeds and the same env-step budget,
-evaluated on a separate env (deterministic policy, 10 episodes) every budget / 20 steps.
+The learning-curve panel: R2VPO, R2VPO-OFF, SPO and SB3's PPO, each with its own RL Zoo hyperparameters (PPO's and
+SPO's from rl_zoo3's ``ppo.yml``; ``benchmarks/hyperparams/ppo.yml`` for DeepMind Control tasks rl_zoo3 has no entry
+for: PPO's defaults with flattened, normalized observations), on the same seeds and the same env-step budget,
+evaluated on a separate env (deterministic policy, 10 episodes) every budget / 20 steps. Where a PPO variant with a
+decaying learning rate won on tuning seeds (:data:`PPO_REFERENCE`), it runs too and is the task's PPO reference.
 
     python -m benchmarks.learning_curves --tasks classic --seeds 0 1 2 3 4 --jobs 2
     MUJOCO_GL=egl python -m benchmarks.learning_curves --tasks dmc --seeds 0 1 2 3 4 --jobs 2
@@ -10,9 +11,10 @@ evaluated on a separate env (deterministic policy, 10 episodes) every budget / 2
 
 Every run is one JSON under ``results/runs`` (config, seed, versions, eval curve, wall time); finished runs are
 skipped, so the panel can be completed across sessions and machines. Per task and algorithm the report gives the
-IQM and the mean of the final returns with 95% percentile-bootstrap intervals over seeds, the IQM difference to PPO
-with its interval, the steps to a return threshold and the normalized area under the curve; it writes
-``results/learning_curves/summary.json``, one PNG per task (mean with a bootstrap band) and the page
+IQM and the mean of the final returns with 95% percentile-bootstrap intervals over seeds, the IQM difference to the
+PPO reference and to SPO with its interval, the steps to a return threshold, the normalized area under the curve and
+the wall time relative to PPO; a scoreboard counts, per algorithm, the tasks where it is at or above each reference.
+It writes ``results/learning_curves/summary.json``, one PNG per task (mean with a bootstrap band) and the page
 ``docs/learning_curves.md``. Runs still missing are listed, not hidden.
 """
 
@@ -30,19 +32,33 @@ from benchmarks.zoo_runs import RUNS_DIR, StaleRunError, cached_run, run
 
 OUT_DIR = RESULTS_DIR / "learning_curves"
 DOCS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "learning_curves.md"
-ALGOS = ["r2vpo", "r2vpo_off", "ppo"]
+ALGOS = ["r2vpo", "r2vpo_off", "ppo", "spo"]
 #: Extra runs the panel can add (not in the default panel): see :func:`benchmarks.zoo_runs.algorithm`.
-EXTRA_ALGOS = ["r2vpo_ppo_settings", "ppo_lin_lr", "spo", "clip_off", "r2vpo_log_dual", "r2vpo_off_log_dual"]
+EXTRA_ALGOS = ["r2vpo_ppo_settings", "ppo_lin_lr", "clip_off", "r2vpo_log_dual", "r2vpo_off_log_dual"]
+#: The PPO variant a task's runs are compared with where it is not rl_zoo3's entry (``ppo``): the better of ``ppo``
+#: and ``ppo_lin_lr`` (the linear learning-rate decay R2VPO's entries were tried with) on tuning seeds, in
+#: ``results/tuning_runs`` (ball_in_cup-catch at 250k, seeds 10-11: 712 / 915 constant, 898 / 877 decayed; cheetah-run
+#: and MountainCarContinuous kept the constant rate). Tasks without a probe keep rl_zoo3's entry.
+PPO_REFERENCE = {"dm_control/ball_in_cup-catch-v0": "ppo_lin_lr"}
+#: The algorithms every other one is compared with: ``ppo`` stands for the task's PPO reference.
+REFERENCES = ["ppo", "spo"]
 
 CLASSIC_TASKS = ["CartPole-v1", "Pendulum-v1", "MountainCarContinuous-v0"]
 DMC_TASKS = [
+    "dm_control/cartpole-swingup-v0",
     "dm_control/cartpole-swingup_sparse-v0",
     "dm_control/ball_in_cup-catch-v0",
     "dm_control/cheetah-run-v0",
     "dm_control/walker-walk-v0",
 ]
-#: Budgets: rl_zoo3's PPO ``n_timesteps`` for classic tasks; DMC at least 500k (``--dmc-budget``).
-CLASSIC_BUDGETS = {"CartPole-v1": 100_000, "Pendulum-v1": 100_000, "MountainCarContinuous-v0": 20_000}
+#: Budgets: the ``n_timesteps`` of PPO's entry for classic tasks and for dm_control cartpole-swingup (4 envs, whose
+#: runs the staleness benchmark shares); the other DMC tasks at least 500k (``--dmc-budget``).
+FIXED_BUDGETS = {
+    "CartPole-v1": 100_000,
+    "Pendulum-v1": 100_000,
+    "MountainCarContinuous-v0": 20_000,
+    "dm_control/cartpole-swingup-v0": 200_000,
+}
 DEFAULT_DMC_BUDGET = 500_000
 #: Return thresholds for steps-to-threshold: gymnasium's ``reward_threshold`` where it has one (CartPole 475,
 #: MountainCarContinuous 90), -200 for Pendulum, and half the maximum return (1000) for DMC tasks.
@@ -65,7 +81,7 @@ def threshold(task: str) -> float:
 
 def budget(task: str, dmc_budget: int, override: int | None = None) -> int:
     """The env-step budget every algorithm gets on ``task`` (``override``: one budget for all tasks)."""
-    return override if override is not None else CLASSIC_BUDGETS.get(task, dmc_budget)
+    return override if override is not None else FIXED_BUDGETS.get(task, dmc_budget)
 
 
 def iqm(values: np.ndarray) -> float:
@@ -113,6 +129,12 @@ def _run_one(job: tuple[str, str, int, int, str]) -> str:
     return f"{task} {algo} {seed}"
 
 
+def task_algos(task: str, algos: list[str]) -> list[str]:
+    """``algos`` on ``task``, with the task's PPO reference variant added where ``ppo`` is among them."""
+    reference = PPO_REFERENCE.get(task)
+    return [*algos, reference] if "ppo" in algos and reference and reference not in algos else list(algos)
+
+
 def run_panel(
     tasks: list[str], algos: list[str], seeds: list[int], budgets: dict[str, int], jobs: int, runs_dir: Path
 ) -> None:
@@ -121,7 +143,7 @@ def run_panel(
         (algo, task, seed, budgets[task], str(runs_dir))
         for task in tasks
         for seed in seeds
-        for algo in algos
+        for algo in task_algos(task, algos)
         if not _is_current(algo, task, seed, budgets[task], runs_dir)
     ]
     print(f"{len(todo)} runs to do", flush=True)
@@ -162,10 +184,19 @@ def load_runs(task: str, algo: str, seeds: list[int], steps: int, runs_dir: Path
 def summarize_task(
     task: str, algos: list[str], seeds: list[int], steps: int, runs_dir: Path, rng: np.random.Generator
 ) -> dict[str, Any]:
-    """Per-algorithm statistics of one task, and the IQM difference to PPO."""
-    summary: dict[str, Any] = {"budget": steps, "threshold": threshold(task), "algos": {}}
+    """
+    Per-algorithm statistics of one task, and each algorithm's comparison with every reference of
+    :data:`REFERENCES` that has runs (``ppo`` meaning the task's PPO reference variant): the IQM difference with its
+    bootstrap interval and verdict, and the difference of the areas under the curve.
+    """
+    summary: dict[str, Any] = {
+        "budget": steps,
+        "threshold": threshold(task),
+        "ppo_reference": PPO_REFERENCE.get(task, "ppo"),
+        "algos": {},
+    }
     finals_by_algo = {}
-    for algo in algos:
+    for algo in task_algos(task, algos):
         runs = load_runs(task, algo, seeds, steps, runs_dir)
         if not runs:
             summary["algos"][algo] = {"seeds": [], "missing_seeds": seeds}
@@ -187,16 +218,45 @@ def summarize_task(
             "wall_time_s": float(np.mean([runs[s]["wall_time_s"] for s in sorted(runs)])),
             "curves": {str(s): runs[s]["curve"] for s in sorted(runs)},
         }
-    if "ppo" in finals_by_algo:
+    for name in REFERENCES:
+        reference = summary["ppo_reference"] if name == "ppo" else name
+        if len(finals_by_algo.get(reference, [])) < 2:
+            continue
+        ref_entry = summary["algos"][reference]
         for algo, finals in finals_by_algo.items():
-            if algo == "ppo" or len(finals) < 2 or len(finals_by_algo["ppo"]) < 2:
+            if algo in (reference, name) or len(finals) < 2:
                 continue
-            low, high = difference_interval(finals, finals_by_algo["ppo"], rng)
+            low, high = difference_interval(finals, finals_by_algo[reference], rng)
             entry = summary["algos"][algo]
-            entry["iqm_minus_ppo"] = entry["iqm"] - summary["algos"]["ppo"]["iqm"]
-            entry["iqm_minus_ppo_ci95"] = [low, high]
-            entry["verdict_vs_ppo"] = "above" if low > 0 else "below" if high < 0 else "not significant"
+            entry.setdefault("vs", {})[name] = {
+                "reference": reference,
+                "iqm_diff": entry["iqm"] - ref_entry["iqm"],
+                "iqm_diff_ci95": [low, high],
+                "verdict": "above" if low > 0 else "below" if high < 0 else "not significant",
+                "auc_diff": entry["normalized_auc"] - ref_entry["normalized_auc"],
+                "wall_time_ratio": entry["wall_time_s"] / ref_entry["wall_time_s"],
+            }
     return summary
+
+
+def scoreboard(summaries: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """
+    Per algorithm and reference, over the tasks where both have runs: on how many the IQM is at or above the
+    reference's, significantly above, significantly below, and the area under the curve at or above.
+    """
+    board: dict[str, dict[str, dict[str, Any]]] = {}
+    for summary in summaries.values():
+        for algo, entry in summary["algos"].items():
+            for name, comparison in entry.get("vs", {}).items():
+                row = board.setdefault(algo, {}).setdefault(
+                    name, {"tasks": 0, "iqm_at_or_above": 0, "above": 0, "below": 0, "auc_at_or_above": 0}
+                )
+                row["tasks"] += 1
+                row["iqm_at_or_above"] += comparison["iqm_diff"] >= 0
+                row["above"] += comparison["verdict"] == "above"
+                row["below"] += comparison["verdict"] == "below"
+                row["auc_at_or_above"] += comparison["auc_diff"] >= 0
+    return board
 
 
 def plot_task(task: str, summary: dict[str, Any], out_dir: Path, rng: np.random.Generator) -> str | None:
@@ -236,16 +296,26 @@ def _fmt(value: float) -> str:
     return "never" if not math.isfinite(value) else f"{value / 1000:.0f}k" if abs(value) >= 1000 else f"{value:.0f}"
 
 
+def _comparison(entry: dict[str, Any], name: str) -> str:
+    if name not in entry.get("vs", {}):
+        return ""
+    comparison = entry["vs"][name]
+    low, high = comparison["iqm_diff_ci95"]
+    return f"{comparison['iqm_diff']:+.1f} [{low:+.1f}, {high:+.1f}] ({comparison['verdict']})"
+
+
 def markdown_report(summaries: dict[str, dict[str, Any]], figures: dict[str, str], out_dir: Path, page: Path) -> str:
-    """The results page: one table row per task and algorithm, the figures, and what is missing."""
+    """The results page: one table row per task and algorithm, the scoreboard, the figures, and what is missing."""
     lines = [
-        "# Learning curves: R2VPO and R2VPO-OFF against PPO",
+        "# Learning curves: R2VPO, R2VPO-OFF and SPO against PPO",
         "",
         "Generated by `python -m benchmarks.learning_curves --report-only` from the runs under",
         "`benchmarks/results/runs`; rerun or extend a task with the commands below. Final return = the last",
         "deterministic evaluation (10 episodes on a separate env). IQM and mean over seeds with 95% percentile-bootstrap",
-        'intervals; "IQM - PPO" is the difference of IQMs with its bootstrap interval (seeds resampled in each',
-        "group); AUC is the average evaluation return over training.",
+        "intervals; \"IQM - PPO\" is the difference of IQMs to the task's PPO reference (rl_zoo3's entry, or its",
+        "variant with a decaying learning rate where that won on tuning seeds: marked *ref*) with its bootstrap",
+        'interval (seeds resampled in each group), "IQM - SPO" the same against SPO; AUC is the average evaluation',
+        "return over training; wall is the mean wall time per run relative to the PPO reference (one core each).",
         "",
         "```bash",
         "python -m benchmarks.learning_curves --tasks classic --seeds 0 1 2 3 4 --jobs 2",
@@ -253,30 +323,46 @@ def markdown_report(summaries: dict[str, dict[str, Any]], figures: dict[str, str
         "```",
         "",
         "| task (budget) | algorithm | seeds | IQM final [95% CI] | mean final [95% CI] | IQM - PPO [95% CI] | "
-        "steps to threshold (median) | AUC |",
-        "|---|---|---|---|---|---|---|---|",
+        "IQM - SPO [95% CI] | steps to threshold (median) | AUC | wall / PPO |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     missing = []
     for task, summary in summaries.items():
         for algo, entry in summary["algos"].items():
+            label = f"{algo} (*ref*)" if algo == summary["ppo_reference"] else algo
             if entry["missing_seeds"]:
                 missing.append(f"{task} {algo}: seeds {entry['missing_seeds']}")
             if not entry["seeds"]:
-                lines.append(f"| {task} ({_fmt(summary['budget'])}) | {algo} | 0 | not run | | | | |")
+                lines.append(f"| {task} ({_fmt(summary['budget'])}) | {label} | 0 | not run | | | | | | |")
                 continue
-            diff = ""
-            if "iqm_minus_ppo" in entry:
-                low, high = entry["iqm_minus_ppo_ci95"]
-                diff = f"{entry['iqm_minus_ppo']:+.1f} [{low:+.1f}, {high:+.1f}] ({entry['verdict_vs_ppo']})"
             iqm_low, iqm_high = entry["iqm_ci95"]
             mean_low, mean_high = entry["mean_ci95"]
             reached = sum(math.isfinite(s) for s in entry["steps_to_threshold"])
+            wall = entry.get("vs", {}).get("ppo", {}).get("wall_time_ratio")
             lines.append(
-                f"| {task} ({_fmt(summary['budget'])}) | {algo} | {len(entry['seeds'])} | "
+                f"| {task} ({_fmt(summary['budget'])}) | {label} | {len(entry['seeds'])} | "
                 f"{entry['iqm']:.1f} [{iqm_low:.1f}, {iqm_high:.1f}] | "
                 f"{entry['mean']:.1f} [{mean_low:.1f}, {mean_high:.1f}] | "
-                f"{diff} | {reached}/{len(entry['seeds'])} reach {summary['threshold']:g} "
-                f"({_fmt(entry['median_steps_to_threshold'])}) | {entry['normalized_auc']:.1f} |"
+                f"{_comparison(entry, 'ppo')} | {_comparison(entry, 'spo')} | "
+                f"{reached}/{len(entry['seeds'])} reach {summary['threshold']:g} "
+                f"({_fmt(entry['median_steps_to_threshold'])}) | {entry['normalized_auc']:.1f} | "
+                f"{'' if wall is None else f'{wall:.2f}x'} |"
+            )
+    lines += [
+        "",
+        "## Scoreboard",
+        "",
+        "Over the tasks where both have runs: IQM at or above the reference's, significantly above or below (the",
+        "interval of the IQM difference excludes 0), and AUC at or above.",
+        "",
+        "| algorithm | against | tasks | IQM >= | significantly above | significantly below | AUC >= |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for algo, rows in scoreboard(summaries).items():
+        for name, row in rows.items():
+            lines.append(
+                f"| {algo} | {'PPO reference' if name == 'ppo' else name} | {row['tasks']} | {row['iqm_at_or_above']} | "
+                f"{row['above']} | {row['below']} | {row['auc_at_or_above']} |"
             )
     lines += ["", "## Missing runs", ""]
     lines += [f"- {item}" for item in missing] or ["None."]
@@ -298,7 +384,10 @@ def report(
         name = plot_task(task, summary, out_dir, rng)
         if name is not None:
             figures[task] = name
-    write_json(out_dir / "summary.json", {"seeds": seeds, "algos": algos, "tasks": summaries})
+    write_json(
+        out_dir / "summary.json",
+        {"seeds": seeds, "algos": algos, "tasks": summaries, "scoreboard": scoreboard(summaries)},
+    )
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text(markdown_report(summaries, figures, out_dir, page) + "\n")
     print(page.read_text())

@@ -25,6 +25,7 @@ SCRIPTS = [
     "learning_curves",
     "replay_sampling",
     "staleness",
+    "dual_trajectory",
 ]
 
 
@@ -214,15 +215,17 @@ def test_learning_curves_panel_runs_skips_and_reports(tmp_path: Path) -> None:
         "--runs-dir", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "out"), "--docs-page", str(tmp_path / "page.md"),
     ]  # fmt: skip
     out = _run_benchmark("learning_curves", *args)
-    assert "6 runs to do" in out
+    assert "8 runs to do" in out
     runs = sorted((tmp_path / "runs").glob("*.json"))
-    assert len(runs) == 6
+    assert len(runs) == 8
     payload = json.loads(runs[0].read_text())
     assert {"seed", "versions", "curve", "wall_time_s", "hyperparams", "n_timesteps"} <= set(payload)
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())["tasks"]["CartPole-v1"]["algos"]
-    assert summary["r2vpo"]["seeds"] == [0, 1] and "iqm_minus_ppo_ci95" in summary["r2vpo"]
+    assert summary["r2vpo"]["seeds"] == [0, 1] and set(summary["r2vpo"]["vs"]) == {"ppo", "spo"}
+    assert set(summary["spo"]["vs"]) == {"ppo"} and set(summary["ppo"]["vs"]) == {"spo"}
     assert (tmp_path / "out" / "CartPole-v1.png").exists()
-    assert "| CartPole-v1 (2k) | r2vpo | 2 |" in (tmp_path / "page.md").read_text()
+    page = (tmp_path / "page.md").read_text()
+    assert "| CartPole-v1 (2k) | r2vpo | 2 |" in page and "| r2vpo | PPO reference | 1 |" in page
     assert "0 runs to do" in _run_benchmark("learning_curves", *args)  # finished runs are skipped
 
 
@@ -272,3 +275,88 @@ def test_replay_sampling_runs_small(tmp_path: Path) -> None:
     )
     payload = json.loads((tmp_path / "identity.json").read_text())
     assert payload["summary"]["r2vpo_off_newest_first"]["256"]["seeds"] == 1
+
+
+def _write_run(runs_dir: Path, algo: str, task: str, seed: int, steps: int, final: float) -> None:
+    from benchmarks.zoo_runs import run_config, run_path
+
+    _, entry, overrides, _ = run_config(algo, task)
+    curve = [{"timesteps": steps // 2, "mean_reward": final / 2}, {"timesteps": steps, "mean_reward": final}]
+    payload = {"n_timesteps": steps, "hyperparams": entry, "overrides": overrides, "curve": curve}
+    payload.update(final_mean_reward=final, wall_time_s=10.0 + final / 100)
+    run_path(algo, task, seed, steps, runs_dir).write_text(json.dumps(payload))
+
+
+def test_learning_curves_compare_with_the_tasks_ppo_reference_and_spo(tmp_path: Path) -> None:
+    from benchmarks.learning_curves import PPO_REFERENCE, scoreboard, summarize_task
+
+    task = "dm_control/ball_in_cup-catch-v0"
+    assert PPO_REFERENCE[task] == "ppo_lin_lr"
+    finals = {"r2vpo": 500.0, "ppo": 900.0, "ppo_lin_lr": 300.0, "spo": 100.0}
+    for algo, final in finals.items():
+        for seed in range(3):
+            _write_run(tmp_path, algo, task, seed, 1000, final + seed)
+    summary = summarize_task(task, ["r2vpo", "ppo", "spo"], [0, 1, 2], 1000, tmp_path, np.random.default_rng(0))
+    assert summary["ppo_reference"] == "ppo_lin_lr" and set(summary["algos"]) == set(finals)
+    against_ppo = summary["algos"]["r2vpo"]["vs"]["ppo"]
+    assert against_ppo["reference"] == "ppo_lin_lr" and against_ppo["iqm_diff"] == pytest.approx(200.0)
+    assert against_ppo["verdict"] == "above" and against_ppo["auc_diff"] > 0
+    assert against_ppo["wall_time_ratio"] == pytest.approx(15.01 / 13.01)
+    assert summary["algos"]["spo"]["vs"]["ppo"]["verdict"] == "below"
+    assert "ppo" not in summary["algos"]["ppo"].get("vs", {})  # rl_zoo3's entry is not compared with its variant
+    board = scoreboard({task: summary})
+    assert board["r2vpo"]["ppo"] == {"tasks": 1, "iqm_at_or_above": 1, "above": 1, "below": 0, "auc_at_or_above": 1}
+    assert board["ppo"]["spo"]["above"] == 1
+
+
+def test_every_dm_control_entry_of_r2vpo_is_the_shared_one_except_where_ppos_settings_differ() -> None:
+    import yaml
+
+    from benchmarks.zoo_runs import LOCAL_PPO_HYPERPARAMS
+    from sb3_r2vpo.zoo import hyperparams_path
+
+    entries = yaml.safe_load(hyperparams_path("r2vpo").read_text())
+    ppo_entries = yaml.safe_load(LOCAL_PPO_HYPERPARAMS.read_text())
+    shared, ppo_shared = entries["dm_control/ball_in_cup-catch-v0"], ppo_entries["dm_control/ball_in_cup-catch-v0"]
+    dmc_ids = [env_id for env_id in entries if env_id.startswith("dm_control/")]
+    assert len(dmc_ids) == 10
+    for env_id in dmc_ids:
+        ppo = ppo_entries.get(env_id, ppo_shared)
+        differs = {key for key in {*entries[env_id], *shared} if entries[env_id].get(key) != shared.get(key)}
+        assert {key: entries[env_id][key] for key in differs} == {key: ppo.get(key) for key in differs}, env_id
+        assert all(ppo.get(key) != ppo_shared.get(key) for key in differs), env_id
+
+
+@pytest.mark.slow
+def test_dual_trajectory_trains_missing_runs_and_plots_lam(tmp_path: Path) -> None:
+    out = _run_benchmark(
+        "dual_trajectory", "--seeds", "0", "--budget", "2048", "--jobs", "2",
+        "--runs-dir", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "out"),
+    )  # fmt: skip
+    payload = json.loads((tmp_path / "out" / "dual_trajectory.json").read_text())["tasks"]
+    shipped = payload["MountainCarContinuous-v0"]["shipped (floor var_coef_min 1)"]
+    log = shipped["logs"]["0"]
+    assert shipped["seeds"] == [0] and len(log) > 1 and all(point["var_coef"] >= 1.0 for point in log)
+    eq10 = payload["MountainCarContinuous-v0"]["Eq. 10 (var_coef_min 0)"]["logs"]["0"]
+    assert eq10[-1]["var_coef"] < 1.0  # the variance stays under target in these small updates, and lam sinks
+    assert "finals" in out and (tmp_path / "out" / "dual_trajectory.png").exists()
+
+
+def test_classic_control_entries_of_r2vpo_are_ppos_with_one_set_of_penalty_settings() -> None:
+    import yaml
+
+    from benchmarks.zoo_runs import ppo_hyperparams_file
+    from sb3_r2vpo.zoo import hyperparams_path
+
+    entries = yaml.safe_load(hyperparams_path("r2vpo").read_text())
+    ppo_entries = yaml.safe_load(ppo_hyperparams_file().read_text())
+    penalty_keys = {"var_coef", "var_coef_min", "target_var"}
+    for env_id in ("CartPole-v1", "Pendulum-v1", "MountainCarContinuous-v0", "Acrobot-v1"):
+        entry = entries[env_id]
+        assert {key: value for key, value in entry.items() if key not in penalty_keys} == {
+            key: value for key, value in ppo_entries[env_id].items() if key != "clip_range"
+        }, env_id
+        assert entry.get("var_coef", "auto") == "auto" and entry["var_coef_min"] == 1.0, env_id
+        # target_var differs only where PPO's clip_range does: annealed where it is annealed.
+        annealed_clip = str(ppo_entries[env_id].get("clip_range", "")).startswith("lin_")
+        assert entry.get("target_var", 0.02) == ("lin_0.02" if annealed_clip else 0.02), env_id
