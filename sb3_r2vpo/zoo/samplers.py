@@ -11,6 +11,9 @@ from typing import Any
 import optuna
 from rl_zoo3.hyperparams_opt import convert_onpolicy_params
 
+from sb3_r2vpo.core import VAR_COEF_UPDATES
+from sb3_r2vpo.r2vpo_off.buffers import REPLAY_SAMPLINGS
+
 
 def _sample_common(trial: optuna.Trial) -> dict[str, Any]:
     """PPO's on-policy knobs, sampled as rl_zoo3 samples them for PPO (without ``clip_range``)."""
@@ -28,7 +31,10 @@ def _sample_common(trial: optuna.Trial) -> dict[str, Any]:
 
 
 def _sample_penalty(trial: optuna.Trial) -> dict[str, Any]:
-    """Fixed or adaptive ``lam``, with every scale on a log axis."""
+    """
+    Fixed or adaptive ``lam``, with every scale on a log axis; the adaptive one with its update rule and a floor,
+    sampled as a fraction of the initial ``lam`` (a floor above the start is invalid).
+    """
     mode = trial.suggest_categorical("var_coef_mode", ["fixed", "adaptive"])
     if mode == "fixed":
         return {"var_coef_mode": mode, "var_coef": trial.suggest_float("var_coef", 1e-3, 10.0, log=True)}
@@ -37,6 +43,8 @@ def _sample_penalty(trial: optuna.Trial) -> dict[str, Any]:
         "var_coef_init": trial.suggest_float("var_coef_init", 1e-2, 10.0, log=True),
         "target_var": trial.suggest_float("target_var", 1e-3, 0.3, log=True),
         "var_coef_lr": trial.suggest_float("var_coef_lr", 1e-3, 10.0, log=True),
+        "var_coef_update": trial.suggest_categorical("var_coef_update", list(VAR_COEF_UPDATES)),
+        "var_coef_min_fraction": trial.suggest_categorical("var_coef_min_fraction", [0.0, 0.1, 0.5, 1.0]),
     }
 
 
@@ -50,7 +58,10 @@ def convert_r2vpo_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
     params = dict(sampled_params)
     mode = params.pop("var_coef_mode")
     if mode == "adaptive":
-        params["var_coef"] = f"auto_{params.pop('var_coef_init')!r}"
+        init = params.pop("var_coef_init")
+        params["var_coef"] = f"auto_{init!r}"
+        # Studies from before the floor was sampled have no fraction: no floor, as they were trained.
+        params["var_coef_min"] = init * params.pop("var_coef_min_fraction", 0.0)
     elif mode != "fixed":
         raise ValueError(f"var_coef_mode={mode!r} is not 'fixed' or 'adaptive'")
     return convert_onpolicy_params(params)
@@ -84,7 +95,8 @@ def sample_r2vpo_params(trial: optuna.Trial, n_actions: int, n_envs: int, additi
 
 def sample_r2vpo_off_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
     """
-    Sampler for R2VPO-OFF: R2VPO's knobs with ``utd_ratio`` in place of ``n_epochs``, plus ``replay_capacity``.
+    Sampler for R2VPO-OFF: R2VPO's knobs with ``utd_ratio`` in place of ``n_epochs``, plus ``replay_capacity`` and
+    ``replay_sampling``.
 
     :param trial: the Optuna trial
     :param n_actions: number of actions (unused, rl_zoo3's signature)
@@ -96,6 +108,7 @@ def sample_r2vpo_off_params(trial: optuna.Trial, n_actions: int, n_envs: int, ad
         **_sample_common(trial),
         "replay_capacity": trial.suggest_categorical("replay_capacity", [1, 2, 4, 8]),
         "utd_ratio": trial.suggest_float("utd_ratio", 0.5, 20.0, log=True),
+        "replay_sampling": trial.suggest_categorical("replay_sampling", list(REPLAY_SAMPLINGS)),
         **_sample_penalty(trial),
     }
     return _finish(trial, sampled)

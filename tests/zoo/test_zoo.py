@@ -51,6 +51,14 @@ def test_register_adds_algorithms_samplers_and_converters() -> None:
         assert {"CartPole-v1", "Pendulum-v1", "default"} <= set(entries)
 
 
+def test_a_study_from_before_the_floor_was_sampled_converts_without_one() -> None:
+    raw = {"var_coef_mode": "adaptive", "var_coef_init": 0.5, "target_var": 0.01, "var_coef_lr": 0.1}
+    raw.update(batch_size_pow=6, n_steps_pow=8, one_minus_gamma=0.01, one_minus_gae_lambda=0.05, learning_rate=3e-4)
+    raw.update(ent_coef=1e-3, max_grad_norm=0.5, net_arch="small", activation_fn="tanh")
+    kwargs = convert_r2vpo_params(raw)
+    assert kwargs["var_coef"] == "auto_0.5" and kwargs["var_coef_min"] == 0.0 and "var_coef_update" not in kwargs
+
+
 @pytest.mark.parametrize("sampler", [sample_r2vpo_params, sample_r2vpo_off_params])
 def test_raw_parameters_survive_trial_reloading(sampler) -> None:
     """What --trial-id hands the converter (the study's raw params) rebuilds exactly the sampled kwargs."""
@@ -62,6 +70,11 @@ def test_raw_parameters_survive_trial_reloading(sampler) -> None:
         assert "clip_range" not in kwargs
         var_coef = kwargs["var_coef"]
         assert (isinstance(var_coef, float) and var_coef > 0) or var_coef.startswith("auto_")
+        algo_class = R2VPO if sampler is sample_r2vpo_params else R2VPOOff
+        model = algo_class("MlpPolicy", "CartPole-v1", **kwargs)  # every sampled combination is valid
+        if isinstance(var_coef, str):
+            assert 0.0 <= kwargs["var_coef_min"] <= model.var_coef_controller.value
+            assert model.var_coef_controller.var_coef_update == kwargs["var_coef_update"]
         study.tell(trial, 0.0)
 
 
