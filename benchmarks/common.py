@@ -184,19 +184,29 @@ TRAIN_LOG_POINTS = 250
 class TrainLogCallback(BaseCallback):
     """
     Keep the :data:`TRAIN_LOG_KEYS` an update logged, read from the logger before the next dump (an update's values
-    stay there until the dump after the next rollout), for every ``stride``-th update.
+    stay there until the dump after the next rollout), for every ``stride``-th update; and count the optimizer's
+    steps (``gradient_steps``), the compute an algorithm spends whatever its epochs, replay or early stopping.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.log: list[dict[str, float]] = []
+        self.gradient_steps = 0
         self._stride = 1
         self._updates_seen = 0
+
+    def _count_step(self, *_: Any) -> None:
+        self.gradient_steps += 1
 
     def _on_training_start(self) -> None:
         per_update = getattr(self.model, "n_steps", 1) * self.model.n_envs
         expected = max(1, self.model._total_timesteps // max(per_update, 1))
         self._stride = max(1, math.ceil(expected / TRAIN_LOG_POINTS))
+        self._hook = self.model.policy.optimizer.register_step_post_hook(self._count_step)
+
+    def _on_training_end(self) -> None:
+        self._record()
+        self._hook.remove()
 
     def _record(self) -> None:
         values = self.logger.name_to_value
@@ -209,9 +219,6 @@ class TrainLogCallback(BaseCallback):
             self.log.append(point)
 
     def _on_rollout_start(self) -> None:
-        self._record()
-
-    def _on_training_end(self) -> None:
         self._record()
 
     def _on_step(self) -> bool:
@@ -230,8 +237,8 @@ def train_and_evaluate(
     """
     Train with an evaluation curve and a final evaluation.
 
-    :return: ``initial_mean_reward``, ``curve``, ``final_mean_reward``, ``wall_time_s`` (training only) and
-        ``train_log`` (see :class:`TrainLogCallback`)
+    :return: ``initial_mean_reward``, ``curve``, ``final_mean_reward``, ``wall_time_s`` (training only),
+        ``gradient_steps`` and ``train_log`` (see :class:`TrainLogCallback`)
     """
     callback = EvalCurveCallback(env_id, eval_freq, n_eval_episodes, seed, env_wrapper)
     train_log = TrainLogCallback()
@@ -245,6 +252,7 @@ def train_and_evaluate(
         "curve": callback.curve,
         "final_mean_reward": callback.curve[-1]["mean_reward"],
         "wall_time_s": wall_time,
+        "gradient_steps": train_log.gradient_steps,
         "train_log": train_log.log,
     }
 

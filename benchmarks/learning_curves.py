@@ -216,6 +216,8 @@ def summarize_task(
             "median_steps_to_threshold": float(np.median(reached)),
             "normalized_auc": float(np.mean([normalized_auc(runs[s]["curve"], steps) for s in sorted(runs)])),
             "wall_time_s": float(np.mean([runs[s]["wall_time_s"] for s in sorted(runs)])),
+            # Runs made before the benchmark counted optimizer steps have none: the mean is of those that do.
+            "gradient_steps": _mean_or_none([runs[s].get("gradient_steps") for s in sorted(runs)]),
             "curves": {str(s): runs[s]["curve"] for s in sorted(runs)},
         }
     for name in REFERENCES:
@@ -235,8 +237,18 @@ def summarize_task(
                 "verdict": "above" if low > 0 else "below" if high < 0 else "not significant",
                 "auc_diff": entry["normalized_auc"] - ref_entry["normalized_auc"],
                 "wall_time_ratio": entry["wall_time_s"] / ref_entry["wall_time_s"],
+                "gradient_steps_ratio": (
+                    entry["gradient_steps"] / ref_entry["gradient_steps"]
+                    if entry["gradient_steps"] and ref_entry["gradient_steps"]
+                    else None
+                ),
             }
     return summary
+
+
+def _mean_or_none(values: list[Any]) -> float | None:
+    known = [value for value in values if value is not None]
+    return float(np.mean(known)) if known else None
 
 
 def scoreboard(summaries: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -304,6 +316,13 @@ def _comparison(entry: dict[str, Any], name: str) -> str:
     return f"{comparison['iqm_diff']:+.1f} [{low:+.1f}, {high:+.1f}] ({comparison['verdict']})"
 
 
+def _cost(comparison: dict[str, Any] | None) -> str:
+    if comparison is None:
+        return ""
+    steps = comparison["gradient_steps_ratio"]
+    return f"{comparison['wall_time_ratio']:.2f}x, " + ("steps not counted" if steps is None else f"{steps:.2f}x")
+
+
 def markdown_report(summaries: dict[str, dict[str, Any]], figures: dict[str, str], out_dir: Path, page: Path) -> str:
     """The results page: one table row per task and algorithm, the scoreboard, the figures, and what is missing."""
     lines = [
@@ -315,7 +334,8 @@ def markdown_report(summaries: dict[str, dict[str, Any]], figures: dict[str, str
         "intervals; \"IQM - PPO\" is the difference of IQMs to the task's PPO reference (rl_zoo3's entry, or its",
         "variant with a decaying learning rate where that won on tuning seeds: marked *ref*) with its bootstrap",
         'interval (seeds resampled in each group), "IQM - SPO" the same against SPO; AUC is the average evaluation',
-        "return over training; wall is the mean wall time per run relative to the PPO reference (one core each).",
+        "return over training; cost is the mean wall time per run (one core each) and the mean number of optimizer steps",
+        "relative to the PPO reference's (steps where both sets of runs counted them).",
         "",
         "```bash",
         "python -m benchmarks.learning_curves --tasks classic --seeds 0 1 2 3 4 --jobs 2",
@@ -323,7 +343,7 @@ def markdown_report(summaries: dict[str, dict[str, Any]], figures: dict[str, str
         "```",
         "",
         "| task (budget) | algorithm | seeds | IQM final [95% CI] | mean final [95% CI] | IQM - PPO [95% CI] | "
-        "IQM - SPO [95% CI] | steps to threshold (median) | AUC | wall / PPO |",
+        "IQM - SPO [95% CI] | steps to threshold (median) | AUC | cost vs PPO (wall, steps) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     missing = []
@@ -338,7 +358,7 @@ def markdown_report(summaries: dict[str, dict[str, Any]], figures: dict[str, str
             iqm_low, iqm_high = entry["iqm_ci95"]
             mean_low, mean_high = entry["mean_ci95"]
             reached = sum(math.isfinite(s) for s in entry["steps_to_threshold"])
-            wall = entry.get("vs", {}).get("ppo", {}).get("wall_time_ratio")
+            cost = _cost(entry.get("vs", {}).get("ppo"))
             lines.append(
                 f"| {task} ({_fmt(summary['budget'])}) | {label} | {len(entry['seeds'])} | "
                 f"{entry['iqm']:.1f} [{iqm_low:.1f}, {iqm_high:.1f}] | "
@@ -346,7 +366,7 @@ def markdown_report(summaries: dict[str, dict[str, Any]], figures: dict[str, str
                 f"{_comparison(entry, 'ppo')} | {_comparison(entry, 'spo')} | "
                 f"{reached}/{len(entry['seeds'])} reach {summary['threshold']:g} "
                 f"({_fmt(entry['median_steps_to_threshold'])}) | {entry['normalized_auc']:.1f} | "
-                f"{'' if wall is None else f'{wall:.2f}x'} |"
+                f"{cost} |"
             )
     lines += [
         "",

@@ -283,7 +283,7 @@ def _write_run(runs_dir: Path, algo: str, task: str, seed: int, steps: int, fina
     _, entry, overrides, _ = run_config(algo, task)
     curve = [{"timesteps": steps // 2, "mean_reward": final / 2}, {"timesteps": steps, "mean_reward": final}]
     payload = {"n_timesteps": steps, "hyperparams": entry, "overrides": overrides, "curve": curve}
-    payload.update(final_mean_reward=final, wall_time_s=10.0 + final / 100)
+    payload.update(final_mean_reward=final, wall_time_s=10.0 + final / 100, gradient_steps=int(final))
     run_path(algo, task, seed, steps, runs_dir).write_text(json.dumps(payload))
 
 
@@ -302,6 +302,7 @@ def test_learning_curves_compare_with_the_tasks_ppo_reference_and_spo(tmp_path: 
     assert against_ppo["reference"] == "ppo_lin_lr" and against_ppo["iqm_diff"] == pytest.approx(200.0)
     assert against_ppo["verdict"] == "above" and against_ppo["auc_diff"] > 0
     assert against_ppo["wall_time_ratio"] == pytest.approx(15.01 / 13.01)
+    assert against_ppo["gradient_steps_ratio"] == pytest.approx(501 / 301)
     assert summary["algos"]["spo"]["vs"]["ppo"]["verdict"] == "below"
     assert "ppo" not in summary["algos"]["ppo"].get("vs", {})  # rl_zoo3's entry is not compared with its variant
     board = scoreboard({task: summary})
