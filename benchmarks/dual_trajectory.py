@@ -27,11 +27,11 @@ CONTROLLERS = {
     "MountainCarContinuous-v0": {
         "shipped (floor var_coef_min 1)": "r2vpo",
         "Eq. 10 (var_coef_min 0)": "r2vpo@var_coef_min=0.0",
+        "log-space update (var_coef_min 0)": "r2vpo_log_dual@var_coef_min=0.0",
     },
     "dm_control/cartpole-swingup-v0": {
         "shipped (Eq. 10)": "r2vpo",
         "floor var_coef_min 1": "r2vpo@var_coef_min=1.0",
-        "log-space update": "r2vpo_log_dual",
     },
 }
 
