@@ -94,7 +94,7 @@ def algorithm(name: str) -> tuple[type[BaseAlgorithm], Path | None, dict[str, An
         "r2vpo_ppo_settings": (R2VPO, ppo_hyperparams_file(), {}),
         "ppo_lin_lr": (PPO, ppo_hyperparams_file(), {}),
         # SPO with PPO's entry, its clip range as SPO's eps (Xie et al. transfer PPO's settings the same way).
-        "spo": (SPO, ppo_hyperparams_file(), {}),
+        "spo": (SPO, HYPERPARAMS_DIR / "spo.yml", {}),
         # R2VPO-OFF's entry and replay with PPO's clip (0.2) instead of the penalty: the staleness comparison.
         "clip_off": (ClipReplay, HYPERPARAMS_DIR / "r2vpo_off.yml", {}),
         "r2vpo_log_dual": (R2VPO, HYPERPARAMS_DIR / "r2vpo.yml", LOG_DUAL),

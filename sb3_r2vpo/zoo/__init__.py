@@ -1,6 +1,7 @@
 """
-RL Zoo and Optuna integration: ``register()`` adds ``r2vpo`` and ``r2vpo_off`` to rl_zoo3, and the ``r2vpo-zoo``
-command (also ``python -m sb3_r2vpo.zoo``) is rl_zoo3's CLI with them registered. Needs the ``zoo`` extra.
+RL Zoo and Optuna integration: ``register()`` adds ``r2vpo``, ``r2vpo_off`` and ``spo`` to rl_zoo3, and the
+``r2vpo-zoo`` command (also ``python -m sb3_r2vpo.zoo``) is rl_zoo3's CLI with them registered. Needs the ``zoo``
+extra.
 """
 
 from sb3_r2vpo.zoo.registration import hyperparams_path, register

@@ -1,4 +1,4 @@
-"""``r2vpo-zoo``: rl_zoo3's command line with ``r2vpo`` and ``r2vpo_off`` registered."""
+"""``r2vpo-zoo``: rl_zoo3's command line with ``r2vpo``, ``r2vpo_off`` and ``spo`` registered."""
 
 import runpy
 import sys
@@ -20,7 +20,8 @@ def _algo(argv: list[str]) -> str | None:
 
 def with_default_conf_file(argv: list[str]) -> list[str]:
     """
-    Add ``--conf-file <packaged hyperparams>`` for ``train`` with ``--algo r2vpo`` / ``r2vpo_off`` when none is given.
+    Add ``--conf-file <packaged hyperparams>`` for ``train`` with ``--algo r2vpo`` / ``r2vpo_off`` / ``spo`` when none
+    is given.
 
     :param argv: the arguments after the script name
     :return: the arguments rl_zoo3 will see
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
         print(USAGE)
-        print("Every rl_zoo3 flag works; --algo also accepts r2vpo and r2vpo_off, whose --conf-file defaults to")
+        print("Every rl_zoo3 flag works; --algo also accepts r2vpo, r2vpo_off and spo, whose --conf-file defaults to")
         print("the hyperparameters shipped with sb3-r2vpo.")
         return
     script, rest = args[0], args[1:]

@@ -11,7 +11,7 @@ import optuna
 import pytest
 import yaml
 
-from sb3_r2vpo import R2VPO, R2VPOOff
+from sb3_r2vpo import R2VPO, SPO, R2VPOOff
 from sb3_r2vpo.zoo import convert_r2vpo_params, hyperparams_path, register, sample_r2vpo_off_params, sample_r2vpo_params
 from sb3_r2vpo.zoo.registration import _preprocess_extra_schedules
 
@@ -32,7 +32,7 @@ def zoo_ok(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def train_quickly(algo: str, env_id: str, cwd: Path) -> subprocess.CompletedProcess:
     """Train the shipped entry for one tiny rollout and update (rl_zoo3's -params shrinks it)."""
-    shrink = ["n_steps:16", "n_epochs:1" if algo == "r2vpo" else "utd_ratio:1"]
+    shrink = ["n_steps:16", "utd_ratio:1" if algo == "r2vpo_off" else "n_epochs:1"]
     return zoo_ok(
         "train", "--algo", algo, "--env", env_id, "-n", "16", "-f", "logs", "--eval-freq", "-1", "-params", *shrink, cwd=cwd
     )
@@ -43,10 +43,11 @@ def test_register_adds_algorithms_samplers_and_converters() -> None:
 
     register()
     register()  # idempotent
-    assert utils.ALGOS["r2vpo"] is R2VPO and utils.ALGOS["r2vpo_off"] is R2VPOOff
+    assert utils.ALGOS["r2vpo"] is R2VPO and utils.ALGOS["r2vpo_off"] is R2VPOOff and utils.ALGOS["spo"] is SPO
     assert hyperparams_opt.HYPERPARAMS_SAMPLER["r2vpo"] is sample_r2vpo_params
     assert hyperparams_opt.HYPERPARAMS_CONVERTER["r2vpo_off"] is convert_r2vpo_params
-    for algo in ("r2vpo", "r2vpo_off"):
+    assert hyperparams_opt.HYPERPARAMS_SAMPLER["spo"] is hyperparams_opt.HYPERPARAMS_SAMPLER["ppo"]
+    for algo in ("r2vpo", "r2vpo_off", "spo"):
         entries = yaml.safe_load(hyperparams_path(algo).read_text())
         assert {"CartPole-v1", "Pendulum-v1", "default"} <= set(entries)
 
@@ -158,6 +159,7 @@ def test_cli_usage(tmp_path: Path) -> None:
 
 
 SHIPPED_ENTRIES = sorted(k for k in yaml.safe_load(hyperparams_path("r2vpo").read_text()) if k != "default")
+SPO_ENTRIES = sorted(k for k in yaml.safe_load(hyperparams_path("spo").read_text()) if k != "default")
 
 
 @pytest.mark.parametrize("algo", ["r2vpo", "r2vpo_off"])
@@ -172,6 +174,28 @@ def test_every_shipped_entry_builds_and_trains(algo: str, env_id: str, tmp_path:
     the real CLI, MuJoCo and DeepMind Control included.
     """
     assert "Saving to" in train_quickly(algo, env_id, tmp_path).stdout
+
+
+@pytest.mark.parametrize(
+    "env_id",
+    [env_id if env_id == "CartPole-v1" else pytest.param(env_id, marks=pytest.mark.slow) for env_id in SPO_ENTRIES],
+)
+def test_every_spo_entry_builds_and_trains(env_id: str, tmp_path: Path) -> None:
+    assert "Saving to" in train_quickly("spo", env_id, tmp_path).stdout
+
+
+def test_spo_entries_are_ppos_own() -> None:
+    """
+    SPO's shipped entries are PPO's settings unchanged: rl_zoo3's, else the benchmarks' DeepMind Control ones (the
+    shared one for a dm_control id the benchmarks have no entry for).
+    """
+    import rl_zoo3
+
+    rl_zoo3_ppo = yaml.safe_load((Path(rl_zoo3.__file__).parent / "hyperparams" / "ppo.yml").read_text())
+    local_ppo = yaml.safe_load((Path(__file__).parents[2] / "benchmarks" / "hyperparams" / "ppo.yml").read_text())
+    for env_id, entry in yaml.safe_load(hyperparams_path("spo").read_text()).items():
+        fallback = local_ppo["dm_control/ball_in_cup-catch-v0"] if env_id.startswith("dm_control/") else None
+        assert entry == rl_zoo3_ppo.get(env_id, local_ppo.get(env_id, fallback or rl_zoo3_ppo["default"])), env_id
 
 
 @pytest.mark.skipif(
