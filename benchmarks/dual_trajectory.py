@@ -73,11 +73,14 @@ def plot(results: dict[str, dict[str, dict[str, Any]]], path: Path) -> None:
             lam_ax.plot(steps, lam.mean(axis=0), color=color, label=f"{label}: final {mean_final:.0f}")
             var_ax.plot(steps, var.mean(axis=0), color=color)
             var_ax.plot(steps, [p["target_var"] for p in logs[0][:length]], color=color, linestyle="--", linewidth=1)
-        lam_ax.set(title=task, ylabel="lam (var_coef)")
+        # symlog: lam at 0 (Eq. 10's collapse) and the log update's spikes to tens in one view.
+        lam_ax.set_yscale("symlog", linthresh=0.05)
+        lam_ax.set(title=task, ylabel="lam (var_coef), symlog")
         lam_ax.legend(fontsize=7)
         var_ax.set(xlabel="environment steps", ylabel="ratio variance (dashed: target)", yscale="log")
         for ax in (lam_ax, var_ax):
             ax.grid(alpha=0.3)
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
