@@ -1,8 +1,9 @@
 """
-The learning-curve panel: R2VPO, R2VPO-OFF, SPO and SB3's PPO, each with its own RL Zoo hyperparameters (PPO's and
-SPO's from rl_zoo3's ``ppo.yml``; ``benchmarks/hyperparams/ppo.yml`` for DeepMind Control tasks rl_zoo3 has no entry
-for: PPO's defaults with flattened, normalized observations), on the same seeds and the same env-step budget,
-evaluated on a separate env (deterministic policy, 10 episodes) every budget / 20 steps. Where a PPO variant with a
+The learning-curve panel: R2VPO, R2VPO-OFF, SPO and SB3's PPO, each with its own RL Zoo hyperparameters (PPO's from
+rl_zoo3's ``ppo.yml``, then ``benchmarks/hyperparams/ppo.yml`` for DeepMind Control tasks rl_zoo3 has no entry for:
+PPO's defaults with flattened, normalized observations; SPO's from ``hyperparams/spo.yml``, the same values), on the
+same seeds and the same env-step budget, evaluated on a separate env (deterministic policy, 10 episodes) every
+budget / 20 steps. Where a PPO variant with a
 decaying learning rate won on tuning seeds (:data:`PPO_REFERENCE`), it runs too and is the task's PPO reference.
 
     python -m benchmarks.learning_curves --tasks classic --seeds 0 1 2 3 4 --jobs 2

@@ -93,7 +93,7 @@ def algorithm(name: str) -> tuple[type[BaseAlgorithm], Path | None, dict[str, An
         "r2vpo_off_capacity1": (R2VPOOff, HYPERPARAMS_DIR / "r2vpo_off.yml", {"replay_capacity": 1}),
         "r2vpo_ppo_settings": (R2VPO, ppo_hyperparams_file(), {}),
         "ppo_lin_lr": (PPO, ppo_hyperparams_file(), {}),
-        # SPO with PPO's entry, its clip range as SPO's eps (Xie et al. transfer PPO's settings the same way).
+        # SPO's shipped entries: PPO's, its clip range as SPO's eps (Xie et al. transfer PPO's settings the same way).
         "spo": (SPO, HYPERPARAMS_DIR / "spo.yml", {}),
         # R2VPO-OFF's entry and replay with PPO's clip (0.2) instead of the penalty: the staleness comparison.
         "clip_off": (ClipReplay, HYPERPARAMS_DIR / "r2vpo_off.yml", {}),

@@ -189,10 +189,10 @@ def test_spo_entries_are_ppos_own() -> None:
     SPO's shipped entries are PPO's settings unchanged: rl_zoo3's, else the benchmarks' DeepMind Control ones (the
     shared one for a dm_control id the benchmarks have no entry for).
     """
-    import rl_zoo3
+    from benchmarks.zoo_runs import LOCAL_PPO_HYPERPARAMS, ppo_hyperparams_file
 
-    rl_zoo3_ppo = yaml.safe_load((Path(rl_zoo3.__file__).parent / "hyperparams" / "ppo.yml").read_text())
-    local_ppo = yaml.safe_load((Path(__file__).parents[2] / "benchmarks" / "hyperparams" / "ppo.yml").read_text())
+    rl_zoo3_ppo = yaml.safe_load(ppo_hyperparams_file().read_text())
+    local_ppo = yaml.safe_load(LOCAL_PPO_HYPERPARAMS.read_text())
     for env_id, entry in yaml.safe_load(hyperparams_path("spo").read_text()).items():
         fallback = local_ppo["dm_control/ball_in_cup-catch-v0"] if env_id.startswith("dm_control/") else None
         assert entry == rl_zoo3_ppo.get(env_id, local_ppo.get(env_id, fallback or rl_zoo3_ppo["default"])), env_id
