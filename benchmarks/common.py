@@ -55,7 +55,11 @@ def load_zoo_entry(path: Path, env_id: str, fallback: Path | None = None) -> dic
             extra = yaml.safe_load(file)
         if env_id in extra:
             return dict(extra[env_id])
-    return dict(entries.get(env_id, entries["default"]))
+    if env_id in entries:
+        return dict(entries[env_id])
+    if "default" not in entries:
+        raise KeyError(f"{path} has no entry for {env_id} and no default entry")
+    return dict(entries["default"])
 
 
 def _schedule(value: Any) -> Any:

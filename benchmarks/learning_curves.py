@@ -226,6 +226,8 @@ def summarize_task(
         if len(finals_by_algo.get(reference, [])) < 2:
             continue
         ref_entry = summary["algos"][reference]
+        level = float(np.mean(finals_by_algo[reference]))
+        ref_steps = _median_steps_to(ref_entry, level)
         for algo, finals in finals_by_algo.items():
             if algo in (reference, name) or len(finals) < 2:
                 continue
@@ -237,6 +239,10 @@ def summarize_task(
                 "iqm_diff_ci95": [low, high],
                 "verdict": "above" if low > 0 else "below" if high < 0 else "not significant",
                 "auc_diff": entry["normalized_auc"] - ref_entry["normalized_auc"],
+                # The sample-efficiency measure: median env steps to the reference's mean final return, relative to
+                # the reference's own median (inf when the algorithm's median run never gets there).
+                "reference_mean_final": level,
+                "steps_to_reference_final_ratio": _median_steps_to(entry, level) / ref_steps,
                 "wall_time_ratio": entry["wall_time_s"] / ref_entry["wall_time_s"],
                 "gradient_steps_ratio": (
                     entry["gradient_steps"] / ref_entry["gradient_steps"]
@@ -247,6 +253,10 @@ def summarize_task(
     return summary
 
 
+def _median_steps_to(entry: dict[str, Any], level: float) -> float:
+    return float(np.median([steps_to_threshold(curve, level) for curve in entry["curves"].values()]))
+
+
 def _mean_or_none(values: list[Any]) -> float | None:
     known = [value for value in values if value is not None]
     return float(np.mean(known)) if known else None
@@ -255,20 +265,23 @@ def _mean_or_none(values: list[Any]) -> float | None:
 def scoreboard(summaries: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
     """
     Per algorithm and reference, over the tasks where both have runs: on how many the IQM is at or above the
-    reference's, significantly above, significantly below, and the area under the curve at or above.
+    reference's, significantly above, significantly below, the area under the curve at or above, and at most 0.6x
+    the reference's env steps to the reference's mean final return (``steps_le_0.6x``, medians over seeds).
     """
     board: dict[str, dict[str, dict[str, Any]]] = {}
     for summary in summaries.values():
         for algo, entry in summary["algos"].items():
             for name, comparison in entry.get("vs", {}).items():
                 row = board.setdefault(algo, {}).setdefault(
-                    name, {"tasks": 0, "iqm_at_or_above": 0, "above": 0, "below": 0, "auc_at_or_above": 0}
+                    name,
+                    {"tasks": 0, "iqm_at_or_above": 0, "above": 0, "below": 0, "auc_at_or_above": 0, "steps_le_0.6x": 0},
                 )
                 row["tasks"] += 1
                 row["iqm_at_or_above"] += comparison["iqm_diff"] >= 0
                 row["above"] += comparison["verdict"] == "above"
                 row["below"] += comparison["verdict"] == "below"
                 row["auc_at_or_above"] += comparison["auc_diff"] >= 0
+                row["steps_le_0.6x"] += comparison["steps_to_reference_final_ratio"] <= 0.6
     return board
 
 
@@ -317,6 +330,13 @@ def _comparison(entry: dict[str, Any], name: str) -> str:
     return f"{comparison['iqm_diff']:+.1f} [{low:+.1f}, {high:+.1f}] ({comparison['verdict']})"
 
 
+def _steps_ratio(comparison: dict[str, Any] | None) -> str:
+    if comparison is None:
+        return ""
+    ratio = comparison["steps_to_reference_final_ratio"]
+    return f"{ratio:.2f}x" if math.isfinite(ratio) else "never (median)"
+
+
 def _cost(comparison: dict[str, Any] | None) -> str:
     if comparison is None:
         return ""
@@ -346,8 +366,9 @@ def markdown_report(summaries: dict[str, dict[str, Any]], figures: dict[str, str
         "```",
         "",
         "| task (budget) | algorithm | seeds | IQM final [95% CI] | mean final [95% CI] | IQM - PPO [95% CI] | "
-        "IQM - SPO [95% CI] | steps to threshold (median) | AUC | cost vs PPO (wall, steps) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "IQM - SPO [95% CI] | steps to threshold (median) | AUC | steps to PPO's mean final, ratio | "
+        "cost vs PPO (wall, steps) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     missing = []
     for task, summary in summaries.items():
@@ -356,7 +377,7 @@ def markdown_report(summaries: dict[str, dict[str, Any]], figures: dict[str, str
             if entry["missing_seeds"]:
                 missing.append(f"{task} {algo}: seeds {entry['missing_seeds']}")
             if not entry["seeds"]:
-                lines.append(f"| {task} ({_fmt(summary['budget'])}) | {label} | 0 | not run | | | | | | |")
+                lines.append(f"| {task} ({_fmt(summary['budget'])}) | {label} | 0 | not run | | | | | | | |")
                 continue
             iqm_low, iqm_high = entry["iqm_ci95"]
             mean_low, mean_high = entry["mean_ci95"]
@@ -369,23 +390,24 @@ def markdown_report(summaries: dict[str, dict[str, Any]], figures: dict[str, str
                 f"{_comparison(entry, 'ppo')} | {_comparison(entry, 'spo')} | "
                 f"{reached}/{len(entry['seeds'])} reach {summary['threshold']:g} "
                 f"({_fmt(entry['median_steps_to_threshold'])}) | {entry['normalized_auc']:.1f} | "
-                f"{cost} |"
+                f"{_steps_ratio(entry.get('vs', {}).get('ppo'))} | {cost} |"
             )
     lines += [
         "",
         "## Scoreboard",
         "",
         "Over the tasks where both have runs: IQM at or above the reference's, significantly above or below (the",
-        "interval of the IQM difference excludes 0), and AUC at or above.",
+        "interval of the IQM difference excludes 0), AUC at or above, and env steps to the reference's mean final",
+        "return at most 0.6x the reference's own (medians over seeds; the steps ratio per task is in the table).",
         "",
-        "| algorithm | against | tasks | IQM >= | significantly above | significantly below | AUC >= |",
-        "|---|---|---|---|---|---|---|",
+        "| algorithm | against | tasks | IQM >= | significantly above | significantly below | AUC >= | steps <= 0.6x |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for algo, rows in scoreboard(summaries).items():
         for name, row in rows.items():
             lines.append(
                 f"| {algo} | {'PPO reference' if name == 'ppo' else name} | {row['tasks']} | {row['iqm_at_or_above']} | "
-                f"{row['above']} | {row['below']} | {row['auc_at_or_above']} |"
+                f"{row['above']} | {row['below']} | {row['auc_at_or_above']} | {row['steps_le_0.6x']} |"
             )
     lines += ["", "## Missing runs", ""]
     lines += [f"- {item}" for item in missing] or ["None."]

@@ -4,9 +4,9 @@ rollouts are reused, so how stale the data get), for R2VPO-OFF and for the same 
 (the core's ``clip_objective``; GRPO's clip on the LLM side), everything else equal. The paper's claim: the clip
 degrades as data get staler and R2VPO does not.
 
-- Stable-Baselines3: one DeepMind Control task with R2VPO-OFF's entry, ``replay_capacity`` overridden
-  (``r2vpo_off@replay_capacity=K`` against ``clip_off@replay_capacity=K``, runs cached under ``results/runs``);
-  final deterministic evaluation return.
+- Stable-Baselines3: one DeepMind Control task with R2VPO-OFF's entry tuned for it, ``replay_capacity`` overridden
+  (``r2vpo_off_tuned@replay_capacity=K`` against ``clip_off@replay_capacity=K``, runs cached under
+  ``results/runs``); final deterministic evaluation return.
 - LLM: the toy task of ``benchmarks.llm_toy_comparison`` with ``replay_capacity=K, utd_ratio=2`` for ``r2vpo`` and
   ``grpo``; final reward (mean of the last 20 generations).
 
@@ -34,7 +34,7 @@ from llm_adapter.toy import write_toy_setup
 OUT_DIR = RESULTS_DIR / "staleness"
 CAPACITIES = [1, 2, 4, 8]
 DEFAULT_TASK = "dm_control/cartpole-swingup-v0"
-SB3_OBJECTIVES = {"r2vpo": "r2vpo_off", "clip": "clip_off"}
+SB3_OBJECTIVES = {"r2vpo": "r2vpo_off_tuned", "clip": "clip_off"}
 LLM_OBJECTIVES = {"r2vpo": "r2vpo", "clip": "grpo"}
 
 

@@ -58,6 +58,8 @@ class ClipReplay(R2VPOOff):
 
 #: PPO settings for tasks rl_zoo3 has no PPO entry for (DeepMind Control).
 LOCAL_PPO_HYPERPARAMS = Path(__file__).resolve().parent / "hyperparams" / "ppo.yml"
+#: R2VPO-OFF entries tuned for one task each (sample-efficiency and staleness benchmarks), not the shipped defaults.
+TUNED_R2VPO_OFF_HYPERPARAMS = Path(__file__).resolve().parent / "hyperparams" / "r2vpo_off_tuned.yml"
 EVAL_FREQ = 5_000
 #: The log-space dual update with its step size (per gradient step, on the relative violation ``V / target - 1``).
 LOG_DUAL = {"var_coef_update": "log", "var_coef_lr": 0.01}
@@ -78,8 +80,10 @@ def algorithm(name: str) -> tuple[type[BaseAlgorithm], Path | None, dict[str, An
     """
     The class, hyperparameter file and overrides of a benchmarked algorithm.
 
-    ``r2vpo_off_stored`` is R2VPO-OFF keeping the advantages computed at collection time, to measure the
-    ``recompute_advantages`` default; ``r2vpo_off_capacity1`` is its configuration without replay.
+    ``r2vpo_off`` trains the shipped per-domain entries, ``r2vpo_off_tuned`` the entries tuned for one task each
+    (:data:`TUNED_R2VPO_OFF_HYPERPARAMS`); ``r2vpo_off_stored`` is the tuned entry keeping the advantages computed at
+    collection time, to measure the ``recompute_advantages`` default; ``r2vpo_off_capacity1`` is the tuned entry
+    without replay; ``clip_off`` the tuned entry and replay with PPO's clip.
     ``r2vpo_ppo_settings`` is R2VPO with PPO's entry (its clip range dropped): the algorithm difference alone,
     without the difference between the two hyperparameter files (on the panel's DeepMind Control tasks, whose R2VPO
     entries are PPO's settings with ``target_var`` 0.005, it is the ``target_var`` 0.02 ablation).
@@ -88,15 +92,16 @@ def algorithm(name: str) -> tuple[type[BaseAlgorithm], Path | None, dict[str, An
         "ppo": (PPO, ppo_hyperparams_file(), {}),
         "r2vpo": (R2VPO, HYPERPARAMS_DIR / "r2vpo.yml", {}),
         "r2vpo_off": (R2VPOOff, HYPERPARAMS_DIR / "r2vpo_off.yml", {}),
-        "r2vpo_off_stored": (R2VPOOff, HYPERPARAMS_DIR / "r2vpo_off.yml", {"recompute_advantages": False}),
+        "r2vpo_off_tuned": (R2VPOOff, TUNED_R2VPO_OFF_HYPERPARAMS, {}),
+        "r2vpo_off_stored": (R2VPOOff, TUNED_R2VPO_OFF_HYPERPARAMS, {"recompute_advantages": False}),
         # The same short rollouts without replay (replay_capacity=1 is R2VPO-ON): isolates what the replay adds.
-        "r2vpo_off_capacity1": (R2VPOOff, HYPERPARAMS_DIR / "r2vpo_off.yml", {"replay_capacity": 1}),
+        "r2vpo_off_capacity1": (R2VPOOff, TUNED_R2VPO_OFF_HYPERPARAMS, {"replay_capacity": 1}),
         "r2vpo_ppo_settings": (R2VPO, ppo_hyperparams_file(), {}),
         "ppo_lin_lr": (PPO, ppo_hyperparams_file(), {}),
         # SPO's shipped entries: PPO's, its clip range as SPO's eps (Xie et al. transfer PPO's settings the same way).
         "spo": (SPO, HYPERPARAMS_DIR / "spo.yml", {}),
-        # R2VPO-OFF's entry and replay with PPO's clip (0.2) instead of the penalty: the staleness comparison.
-        "clip_off": (ClipReplay, HYPERPARAMS_DIR / "r2vpo_off.yml", {}),
+        # R2VPO-OFF's tuned entry and replay with PPO's clip (0.2) instead of the penalty: the staleness comparison.
+        "clip_off": (ClipReplay, TUNED_R2VPO_OFF_HYPERPARAMS, {}),
         "r2vpo_log_dual": (R2VPO, HYPERPARAMS_DIR / "r2vpo.yml", LOG_DUAL),
         "r2vpo_off_log_dual": (R2VPOOff, HYPERPARAMS_DIR / "r2vpo_off.yml", LOG_DUAL),
     }

@@ -5,6 +5,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -96,7 +97,7 @@ def test_variants_and_the_linear_decay_of_ppo(tmp_path: Path) -> None:
     assert payload["overrides"] == {"var_coef_update": "log", "var_coef_lr": 0.01}
 
 
-def test_clipped_replay_runs_r2vpo_offs_entry_without_the_penalty(tmp_path: Path) -> None:
+def test_clipped_replay_runs_the_tuned_r2vpo_off_entry_without_the_penalty(tmp_path: Path) -> None:
     pytest.importorskip("rl_zoo3")
     import torch as th
 
@@ -104,7 +105,7 @@ def test_clipped_replay_runs_r2vpo_offs_entry_without_the_penalty(tmp_path: Path
 
     config = run_config("clip_off@replay_capacity=2", "Pendulum-v1")
     assert config.algo_class is ClipReplay and "var_coef" not in config.entry
-    assert config.entry == {k: v for k, v in run_config("r2vpo_off", "Pendulum-v1").entry.items() if k != "var_coef"}
+    assert config.entry == {k: v for k, v in run_config("r2vpo_off_tuned", "Pendulum-v1").entry.items() if k != "var_coef"}
     payload = run("clip_off@replay_capacity=2", "Pendulum-v1", seed=0, n_timesteps=2048, runs_dir=tmp_path)
     assert payload["overrides"] == {"replay_capacity": 2}
     model = ClipReplay("MlpPolicy", "Pendulum-v1", n_steps=64, clip_range=0.1)
@@ -303,10 +304,16 @@ def test_learning_curves_compare_with_the_tasks_ppo_reference_and_spo(tmp_path: 
     assert against_ppo["verdict"] == "above" and against_ppo["auc_diff"] > 0
     assert against_ppo["wall_time_ratio"] == pytest.approx(15.01 / 13.01)
     assert against_ppo["gradient_steps_ratio"] == pytest.approx(501 / 301)
+    # ppo_lin_lr's mean final is 301: r2vpo's runs pass it at 1000 steps, the reference's median run at 1000 too.
+    assert against_ppo["reference_mean_final"] == pytest.approx(301.0)
+    assert against_ppo["steps_to_reference_final_ratio"] == pytest.approx(1.0)
+    assert math.isinf(summary["algos"]["spo"]["vs"]["ppo"]["steps_to_reference_final_ratio"])
     assert summary["algos"]["spo"]["vs"]["ppo"]["verdict"] == "below"
     assert "ppo" not in summary["algos"]["ppo"].get("vs", {})  # rl_zoo3's entry is not compared with its variant
     board = scoreboard({task: summary})
-    assert board["r2vpo"]["ppo"] == {"tasks": 1, "iqm_at_or_above": 1, "above": 1, "below": 0, "auc_at_or_above": 1}
+    assert board["r2vpo"]["ppo"] == {
+        "tasks": 1, "iqm_at_or_above": 1, "above": 1, "below": 0, "auc_at_or_above": 1, "steps_le_0.6x": 0
+    }  # fmt: skip
     assert board["ppo"]["spo"]["above"] == 1
 
 
@@ -361,3 +368,29 @@ def test_classic_control_entries_of_r2vpo_are_ppos_with_one_set_of_penalty_setti
         # target_var differs only where PPO's clip_range does: annealed where it is annealed.
         annealed_clip = str(ppo_entries[env_id].get("clip_range", "")).startswith("lin_")
         assert entry.get("target_var", 0.02) == ("lin_0.02" if annealed_clip else 0.02), env_id
+
+
+def _replay_form(r2vpo_entry: dict[str, Any], rollout_split: int) -> dict[str, Any]:
+    """R2VPO's entry as R2VPO-OFF's domain rule turns it: PPO's rollout split in ``rollout_split``, a replay of 4
+    rollouts, ``n_epochs`` as ``utd_ratio`` (SB3's defaults filled in where the entry leaves them)."""
+    entry = {"n_steps": 2048, "batch_size": 64, "n_epochs": 10, **r2vpo_entry}
+    entry["utd_ratio"] = entry.pop("n_epochs")
+    entry["n_steps"] //= rollout_split
+    entry["replay_capacity"] = 4
+    return entry
+
+
+@pytest.mark.parametrize(("prefix", "rollout_split"), [("dm_control/", 4), ("", 1)], ids=["dm_control", "classic_control"])
+def test_r2vpo_off_entries_are_r2vpos_under_one_replay_rule_per_domain(prefix: str, rollout_split: int) -> None:
+    import yaml
+
+    from sb3_r2vpo.zoo import hyperparams_path
+
+    r2vpo = yaml.safe_load(hyperparams_path("r2vpo").read_text())
+    off = yaml.safe_load(hyperparams_path("r2vpo_off").read_text())
+    classic = ["CartPole-v1", "Pendulum-v1", "MountainCarContinuous-v0", "Acrobot-v1"]
+    env_ids = [env_id for env_id in r2vpo if env_id.startswith("dm_control/")] if prefix else classic
+    assert len(env_ids) == (10 if prefix else 4)
+    for env_id in env_ids:
+        expected = _replay_form(r2vpo[env_id], rollout_split)
+        assert {"n_steps": 2048, "batch_size": 64, **off[env_id]} == expected, env_id
