@@ -269,6 +269,19 @@ def steps_to_threshold(curve: list[dict[str, float]], threshold: float) -> float
     return math.inf
 
 
+def median_steps_to(curves: list[list[dict[str, float]]], level: float) -> float:
+    """Median over runs of the first evaluation step reaching ``level`` (inf when the median run never does)."""
+    return float(np.median([steps_to_threshold(curve, level) for curve in curves]))
+
+
+def steps_ratio(steps: float, reference_steps: float) -> float:
+    """
+    ``steps / reference_steps``: the sample-efficiency ratio of two medians from :func:`median_steps_to`; inf when
+    only the algorithm never gets there, nan when the reference itself never does (there is no ratio to give).
+    """
+    return steps / reference_steps if math.isfinite(reference_steps) else math.nan
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` as pretty JSON, creating folders (inf is written as the string "inf")."""
     path.parent.mkdir(parents=True, exist_ok=True)

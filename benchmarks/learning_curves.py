@@ -28,7 +28,14 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import RESULTS_DIR, curves_on_first_steps, steps_to_threshold, write_json
+from benchmarks.common import (
+    RESULTS_DIR,
+    curves_on_first_steps,
+    median_steps_to,
+    steps_ratio,
+    steps_to_threshold,
+    write_json,
+)
 from benchmarks.zoo_runs import RUNS_DIR, StaleRunError, cached_run, run
 
 OUT_DIR = RESULTS_DIR / "learning_curves"
@@ -227,7 +234,7 @@ def summarize_task(
             continue
         ref_entry = summary["algos"][reference]
         level = float(np.mean(finals_by_algo[reference]))
-        ref_steps = _median_steps_to(ref_entry, level)
+        ref_steps = median_steps_to(list(ref_entry["curves"].values()), level)
         for algo, finals in finals_by_algo.items():
             if algo in (reference, name) or len(finals) < 2:
                 continue
@@ -240,9 +247,11 @@ def summarize_task(
                 "verdict": "above" if low > 0 else "below" if high < 0 else "not significant",
                 "auc_diff": entry["normalized_auc"] - ref_entry["normalized_auc"],
                 # The sample-efficiency measure: median env steps to the reference's mean final return, relative to
-                # the reference's own median (inf when the algorithm's median run never gets there).
+                # the reference's own median.
                 "reference_mean_final": level,
-                "steps_to_reference_final_ratio": _median_steps_to(entry, level) / ref_steps,
+                "steps_to_reference_final_ratio": steps_ratio(
+                    median_steps_to(list(entry["curves"].values()), level), ref_steps
+                ),
                 "wall_time_ratio": entry["wall_time_s"] / ref_entry["wall_time_s"],
                 "gradient_steps_ratio": (
                     entry["gradient_steps"] / ref_entry["gradient_steps"]
@@ -251,10 +260,6 @@ def summarize_task(
                 ),
             }
     return summary
-
-
-def _median_steps_to(entry: dict[str, Any], level: float) -> float:
-    return float(np.median([steps_to_threshold(curve, level) for curve in entry["curves"].values()]))
 
 
 def _mean_or_none(values: list[Any]) -> float | None:
@@ -334,6 +339,8 @@ def _steps_ratio(comparison: dict[str, Any] | None) -> str:
     if comparison is None:
         return ""
     ratio = comparison["steps_to_reference_final_ratio"]
+    if math.isnan(ratio):
+        return "reference never (median)"
     return f"{ratio:.2f}x" if math.isfinite(ratio) else "never (median)"
 
 

@@ -18,7 +18,6 @@ script writes ``results/sample_efficiency/<env>.json`` and ``<env>.png`` for eac
 """
 
 import argparse
-import math
 from typing import Any
 
 import numpy as np
@@ -27,8 +26,10 @@ from benchmarks.common import (
     RESULTS_DIR,
     curve_panels,
     finish_curve_panel,
+    median_steps_to,
     plot_mean_curve,
     save_figure_and_json,
+    steps_ratio,
     steps_to_threshold,
 )
 from benchmarks.zoo_runs import run
@@ -45,14 +46,14 @@ def summarize(env_id: str, seeds: list[int], algos: list[str]) -> dict[str, Any]
         steps = [steps_to_threshold(r["curve"], threshold) for r in algo_runs]
         table["algos"][algo] = {
             "steps_to_threshold": steps,
-            "median_steps_to_threshold": float(np.median(steps)),
+            "median_steps_to_threshold": median_steps_to([r["curve"] for r in algo_runs], threshold),
             "final_mean_rewards": [r["final_mean_reward"] for r in algo_runs],
             "curve_means": [float(np.mean([p["mean_reward"] for p in r["curve"]])) for r in algo_runs],
             "wall_time_s": [r["wall_time_s"] for r in algo_runs],
         }
     ppo_steps = table["algos"]["ppo"]["median_steps_to_threshold"]
     for row in table["algos"].values():
-        row["steps_ratio_vs_ppo"] = row["median_steps_to_threshold"] / ppo_steps if math.isfinite(ppo_steps) else math.nan
+        row["steps_ratio_vs_ppo"] = steps_ratio(row["median_steps_to_threshold"], ppo_steps)
     table["runs"] = runs
     return table
 

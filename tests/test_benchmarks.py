@@ -10,7 +10,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from benchmarks.common import load_zoo_entry, mean_curve, steps_to_threshold, zoo_entry_to_kwargs
+from benchmarks.common import (
+    load_zoo_entry,
+    mean_curve,
+    median_steps_to,
+    steps_ratio,
+    steps_to_threshold,
+    zoo_entry_to_kwargs,
+)
 from benchmarks.zoo_runs import algorithm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,6 +58,18 @@ def test_steps_to_threshold_and_mean_curve() -> None:
     assert steps.tolist() == [10, 20, 30]
     assert mean.tolist() == [-4.0, 1.0, 4.0]
     assert std.tolist() == [1.0, 0.0, 1.0]
+
+
+def test_steps_ratio_of_medians_says_when_the_reference_never_gets_there() -> None:
+    def rising(step_at_level: int) -> list[dict[str, float]]:
+        return [{"timesteps": t, "mean_reward": float(t >= step_at_level)} for t in (10, 20, 30)]
+
+    never = [{"timesteps": 10, "mean_reward": 0.0}]
+    assert median_steps_to([rising(10), rising(30), rising(20)], 1.0) == 20
+    assert math.isinf(median_steps_to([rising(10), never, never], 1.0))
+    assert steps_ratio(10.0, 20.0) == 0.5
+    assert math.isinf(steps_ratio(math.inf, 20.0))
+    assert math.isnan(steps_ratio(10.0, math.inf)) and math.isnan(steps_ratio(math.inf, math.inf))
 
 
 def test_zoo_entries_build_the_shipped_algorithms() -> None:
@@ -315,6 +334,20 @@ def test_learning_curves_compare_with_the_tasks_ppo_reference_and_spo(tmp_path: 
         "tasks": 1, "iqm_at_or_above": 1, "above": 1, "below": 0, "auc_at_or_above": 1, "steps_le_0.6x": 0
     }  # fmt: skip
     assert board["ppo"]["spo"]["above"] == 1
+
+
+def test_panel_page_says_when_the_references_median_run_never_reaches_its_mean_final(tmp_path: Path) -> None:
+    from benchmarks.learning_curves import markdown_report, summarize_task
+
+    task = "dm_control/ball_in_cup-catch-v0"
+    for seed, final in enumerate([0.0, 0.0, 900.0]):  # ppo_lin_lr's mean final, 300, is reached by one run in three
+        _write_run(tmp_path, "ppo_lin_lr", task, seed, 1000, final)
+        _write_run(tmp_path, "r2vpo", task, seed, 1000, 500.0)
+    summary = summarize_task(task, ["r2vpo", "ppo"], [0, 1, 2], 1000, tmp_path, np.random.default_rng(0))
+    assert math.isnan(summary["algos"]["r2vpo"]["vs"]["ppo"]["steps_to_reference_final_ratio"])
+    page = markdown_report({task: summary}, {}, tmp_path, tmp_path / "page.md")
+    (r2vpo_row,) = [line for line in page.splitlines() if line.startswith(f"| {task} (1k) | r2vpo |")]
+    assert "reference never (median)" in r2vpo_row
 
 
 def test_every_dm_control_entry_of_r2vpo_is_the_shared_one_except_where_ppos_settings_differ() -> None:
