@@ -13,6 +13,7 @@ from llm_adapter.data import THINKING_MODES
 from llm_adapter.objectives import LLM_OBJECTIVES
 from sb3_r2vpo.core.aggregation import AGGREGATIONS
 from sb3_r2vpo.core.dual import VAR_COEF_UPDATES, VarCoefController
+from sb3_r2vpo.core.replay_sampling import check_replay_sampling
 from sb3_r2vpo.core.validation import check_int, check_positive
 
 ENGINES = ("transformers", "vllm", "vllm_server")
@@ -102,6 +103,13 @@ class TrainConfig:
         default=1, metadata=_help("Generations kept (1: on-policy R2VPO-ON; 4: the paper's R2VPO-OFF)")
     )
     utd_ratio: float = field(default=1.0, metadata=_help("Completions trained on per fresh completion (the paper's OFF: 2)"))
+    replay_sampling: str = field(
+        default="uniform",
+        metadata=_help(
+            "How completions are drawn from the replay: 'uniform' over all stored (the paper's), or 'newest_first' "
+            "(a full pass over the newest generation, then uniform)"
+        ),
+    )
     behavior_log_probs: str = field(
         default="rollout", metadata=_help("'rollout' (the engine's log-probs) or 'recompute' (the trainer's, before updating)")
     )
@@ -206,6 +214,7 @@ class TrainConfig:
         check_positive("temperature", self.temperature)
         check_int("replay_capacity", self.replay_capacity, minimum=1)
         check_positive("utd_ratio", self.utd_ratio)
+        check_replay_sampling(self.replay_sampling)
         check_int("micro_batch_size", self.micro_batch_size, minimum=1)
         check_int("gradient_accumulation_steps", self.gradient_accumulation_steps, minimum=1)
         check_positive("learning_rate", self.learning_rate)

@@ -3,7 +3,7 @@ GRPO-style training loop with R2VPO (on-policy, or off-policy with a FIFO replay
 
 One iteration: draw prompts, sample ``group_size`` completions each (the engine reports the sampled tokens'
 log-probs), score them, compute group-relative advantages, store the generation in the replay, then take
-optimizer steps on completions drawn uniformly from the replay. Each optimizer step accumulates gradients over
+optimizer steps on completions drawn from the replay. Each optimizer step accumulates gradients over
 micro-batches with a step-wide normalizer, clips the gradient norm, and feeds the whole step's ratio statistics to
 the dual controller of ``lam``.
 """
@@ -142,7 +142,7 @@ class R2VPOLLMTrainer:
         self.prompt_sampler = PromptSampler(self.dataset, seed=config.seed)
         self.objective = LLM_OBJECTIVES[config.objective]
         self.var_coef: VarCoefController = config.var_coef_controller()
-        self.replay = RolloutReplay(config.replay_capacity, config.utd_ratio)
+        self.replay = RolloutReplay(config.replay_capacity, config.utd_ratio, config.replay_sampling)
         self.optimizer = th.optim.AdamW(
             [parameter for parameter in self.model.parameters() if parameter.requires_grad],
             lr=config.learning_rate,
@@ -454,7 +454,7 @@ class R2VPOLLMTrainer:
 
     def train_phase(self) -> dict[str, float]:
         """
-        Optimizer steps on completions drawn uniformly from the replay; ``lam``'s dual step after each, from the
+        Optimizer steps on completions drawn from the replay; ``lam``'s dual step after each, from the
         ratio statistics of the whole step.
 
         :return: the phase's metrics

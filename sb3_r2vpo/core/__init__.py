@@ -1,6 +1,6 @@
 """
 Framework-agnostic R2VPO math (torch only): the importance ratio, the objectives, ratio statistics,
-aggregation, the dual controller for ``lam`` and the f-divergence scale table.
+aggregation, the dual controller for ``lam``, the f-divergence scale table and R2VPO-OFF's replay sampling order.
 """
 
 from sb3_r2vpo.core.aggregation import AGGREGATIONS, aggregate_loss, aggregation_weights
@@ -28,6 +28,7 @@ from sb3_r2vpo.core.ratio import (
     log_importance_ratio,
     max_finite_log_ratio,
 )
+from sb3_r2vpo.core.replay_sampling import REPLAY_SAMPLINGS, check_replay_sampling, permutation_passes
 from sb3_r2vpo.core.stats import DEFAULT_RATIO_BAND, RatioStats, grouped_second_moment
 from sb3_r2vpo.core.validation import check_positive
 
@@ -37,6 +38,7 @@ __all__ = [
     "DEFAULT_RATIO_BAND",
     "F_DIVERGENCES",
     "OBJECTIVES",
+    "REPLAY_SAMPLINGS",
     "VAR_COEF_UPDATES",
     "FDivergence",
     "ImportanceRatio",
@@ -47,6 +49,7 @@ __all__ = [
     "aggregation_weights",
     "alpha_divergence",
     "check_positive",
+    "check_replay_sampling",
     "check_var_coef_update",
     "clip_objective",
     "f_divergence",
@@ -57,6 +60,7 @@ __all__ = [
     "log_importance_ratio",
     "max_finite_log_ratio",
     "parse_var_coef",
+    "permutation_passes",
     "r2vpo_objective",
     "spo_objective",
     "target_var_from_divergence",

@@ -10,6 +10,8 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.preprocessing import get_action_dim, get_obs_shape, is_image_space
 
+from sb3_r2vpo.core.replay_sampling import permutation_passes
+
 TensorObs = th.Tensor | dict[str, th.Tensor]
 NumpyObs = np.ndarray | dict[str, np.ndarray]
 
@@ -159,30 +161,6 @@ def available_memory_bytes(meminfo: str = "/proc/meminfo") -> int | None:
     return None
 
 
-#: How R2VPOOff draws its minibatches from the replay: ``"uniform"`` over every stored transition (the paper's
-#: Algorithm 2), or ``"newest_first"``: one full pass over the newest rollout, then uniform draws over all.
-REPLAY_SAMPLINGS = ("uniform", "newest_first")
-
-
-def permutation_passes(
-    n_samples: int, n_stored: int, *, sampling: str = "uniform", n_newest: int = 0
-) -> Iterator[tuple[bool, int]]:
-    """
-    The permutation passes that draw ``n_samples`` samples: ``(newest_only, length)`` for each. ``"uniform"``: whole
-    passes over the ``n_stored`` transitions, the last one cut short. ``"newest_first"``: first a pass over the
-    ``n_newest`` transitions of the newest rollout, then uniform passes over all for the rest.
-    """
-    drawn = 0
-    if sampling == "newest_first":
-        take = min(n_newest, n_samples)
-        yield True, take
-        drawn += take
-    while drawn < n_samples:
-        take = min(n_stored, n_samples - drawn)
-        yield False, take
-        drawn += take
-
-
 def minibatch_sizes(
     n_samples: int, n_stored: int, batch_size: int, *, sampling: str = "uniform", n_newest: int = 0
 ) -> list[int]:
@@ -193,7 +171,7 @@ def minibatch_sizes(
     :param n_samples: total number of samples drawn
     :param n_stored: number of stored transitions
     :param batch_size: minibatch size
-    :param sampling: one of :data:`REPLAY_SAMPLINGS`
+    :param sampling: one of :data:`sb3_r2vpo.core.replay_sampling.REPLAY_SAMPLINGS`
     :param n_newest: transitions of the newest rollout (``"newest_first"``)
     """
     sizes: list[int] = []
@@ -440,7 +418,7 @@ class RolloutReplayBuffer:
 
         :param n_samples: total number of samples to draw
         :param batch_size: minibatch size
-        :param sampling: one of :data:`REPLAY_SAMPLINGS`
+        :param sampling: one of :data:`sb3_r2vpo.core.replay_sampling.REPLAY_SAMPLINGS`
         """
         slots = np.flatnonzero(self.iterations >= 0)
         per_rollout = np.arange(self.transitions_per_rollout)[None, :]

@@ -16,11 +16,11 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_r2vpo.core import check_positive, grouped_second_moment, importance_ratio
+from sb3_r2vpo.core.replay_sampling import check_replay_sampling
 from sb3_r2vpo.core.validation import check_int
 from sb3_r2vpo.r2vpo.metrics import MinibatchMetrics
 from sb3_r2vpo.r2vpo.r2vpo import R2VPO
 from sb3_r2vpo.r2vpo_off.buffers import (
-    REPLAY_SAMPLINGS,
     InputNormalization,
     ReplayBufferSamples,
     RolloutReplayBuffer,
@@ -149,9 +149,7 @@ class R2VPOOff(R2VPO):
         self.replay_capacity = check_int("replay_capacity", replay_capacity, 1)
         self.utd_ratio = check_positive("utd_ratio", utd_ratio)
         self.recompute_advantages = bool(recompute_advantages)
-        if replay_sampling not in REPLAY_SAMPLINGS:
-            raise ValueError(f"replay_sampling={replay_sampling!r} must be one of {list(REPLAY_SAMPLINGS)}")
-        self.replay_sampling = replay_sampling
+        self.replay_sampling = check_replay_sampling(replay_sampling)
         super().__init__(
             policy,
             env,

@@ -12,7 +12,7 @@ import optuna
 from rl_zoo3.hyperparams_opt import convert_onpolicy_params
 
 from sb3_r2vpo.core import VAR_COEF_UPDATES
-from sb3_r2vpo.r2vpo_off.buffers import REPLAY_SAMPLINGS
+from sb3_r2vpo.core.replay_sampling import REPLAY_SAMPLINGS
 
 
 def _sample_common(trial: optuna.Trial) -> dict[str, Any]:

@@ -66,14 +66,38 @@ def test_draws_are_uniform_passes_over_the_whole_replay() -> None:
     assert len(drawn) == 10 and th.bincount(drawn, minlength=4).min() >= 2  # ceil(2.5) passes, cut to 10
 
 
+def test_newest_first_draws_start_with_a_full_pass_over_the_newest_generation() -> None:
+    replay = RolloutReplay(capacity=4, utd_ratio=2.0, sampling="newest_first")
+    for version in range(4):
+        replay.add(_generation(version, size=5))
+    generator = th.Generator().manual_seed(0)
+    newest = set(range(15, 20))  # contents() holds the newest generation last
+    counts = th.zeros(20)
+    for _ in range(2000):
+        indices = replay.draw_indices(generator)
+        assert len(indices) == 10 and set(indices[:5].tolist()) == newest  # one pass over the 5 fresh ones
+        assert len(set(indices[5:].tolist())) == 5  # then 5 drawn without repeats from all 20
+        counts += th.bincount(indices, minlength=20)
+    # Fresh completions: 1 + 5/20 draws per phase; older ones: 5/20.
+    assert counts[15:].mean() / 2000 == pytest.approx(1.25, abs=0.03)
+    assert counts[:15].mean() / 2000 == pytest.approx(0.25, abs=0.03)
+    fresh_only = RolloutReplay(capacity=1, utd_ratio=2.0, sampling="newest_first")
+    fresh_only.add(_generation(0, size=4))
+    assert th.bincount(fresh_only.draw_indices(generator), minlength=4).tolist() == [2, 2, 2, 2]
+
+
 def test_replay_state_round_trip_and_bad_input() -> None:
     replay = RolloutReplay(capacity=2, utd_ratio=1.0)
     replay.add(_generation(0))
     restored = RolloutReplay(capacity=2, utd_ratio=1.0)
     restored.load_state_dict(replay.state_dict())
     assert th.equal(restored.contents().completion_ids, replay.contents().completion_ids)
-    with pytest.raises(ValueError, match=r"replay_capacity=2, utd_ratio=1\.0 but the trainer is configured with 3"):
+    with pytest.raises(ValueError, match=r"replay_capacity=2, utd_ratio=1\.0, .* but the trainer is configured with 3"):
         RolloutReplay(capacity=3, utd_ratio=1.0).load_state_dict(replay.state_dict())
+    with pytest.raises(ValueError, match=r"replay_sampling='uniform' but .* 'newest_first'"):
+        RolloutReplay(capacity=2, utd_ratio=1.0, sampling="newest_first").load_state_dict(replay.state_dict())
+    with pytest.raises(ValueError, match=r"replay_sampling='newest' must be one of \['uniform', 'newest_first'\]"):
+        RolloutReplay(capacity=2, sampling="newest")
     with pytest.raises(ValueError, match="replay_capacity"):
         RolloutReplay(capacity=0)
     with pytest.raises(ValueError, match="utd_ratio"):

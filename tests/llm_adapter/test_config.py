@@ -23,6 +23,7 @@ REQUIRED = {"model_name_or_path": "m", "train_file": "t.jsonl"}
         ("group_size", 1, "group_size"),
         ("replay_capacity", 0, "replay_capacity"),
         ("utd_ratio", 0.0, "utd_ratio"),
+        ("replay_sampling", "newest", r"replay_sampling='newest' must be one of \['uniform', 'newest_first'\]"),
         ("clip_range", 1.5, r"clip_range=1.5 must be in \(0, 1\)"),
         ("temperature", 0.0, "temperature"),
         ("micro_batch_size", 0, "micro_batch_size"),
