@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_adapter.data import THINKING_MODES
-from llm_adapter.objectives import LLM_OBJECTIVES
+from llm_adapter.objectives import DEFAULT_TARGET_VAR, DEFAULT_VAR_COEF, DEFAULT_VAR_COEF_LR, LLM_OBJECTIVES
 from sb3_r2vpo.core.aggregation import AGGREGATIONS
 from sb3_r2vpo.core.dual import VAR_COEF_UPDATES, VarCoefController
 from sb3_r2vpo.core.replay_sampling import check_replay_sampling
@@ -76,10 +76,13 @@ class TrainConfig:
     # A fixed lam = 1: on the toy task's tuning seeds (10-19) it had the highest final reward of every setting tried,
     # the adaptive ones included (docs/guide/llm.md, "How the default was chosen"; benchmarks/llm_toy_comparison.py).
     var_coef: float | str = field(
-        default=1.0, metadata=_help("R2VPO's lam: a number >= 0 (fixed), 'auto' or 'auto_<init>' (dual ascent)")
+        default=DEFAULT_VAR_COEF,
+        metadata=_help("R2VPO's lam: a number >= 0 (fixed), 'auto' or 'auto_<init>' (dual ascent)"),
     )
-    target_var: float = field(default=0.01, metadata=_help("Target token ratio variance E[(r-1)^2] of the dual update (> 0)"))
-    var_coef_lr: float = field(default=1.0, metadata=_help("Dual step size for lam (>= 0)"))
+    target_var: float = field(
+        default=DEFAULT_TARGET_VAR, metadata=_help("Target token ratio variance E[(r-1)^2] of the dual update (> 0)")
+    )
+    var_coef_lr: float = field(default=DEFAULT_VAR_COEF_LR, metadata=_help("Dual step size for lam (>= 0)"))
     var_coef_max: float = field(default=100.0, metadata=_help("Upper bound of lam (> 0)"))
     var_coef_update: str = field(
         default="additive", metadata=_help(f"Dual update of lam, one of {VAR_COEF_UPDATES} (additive: the paper's Eq. 10)")

@@ -11,6 +11,13 @@ from sb3_r2vpo.core.stats import RatioStats
 # DAPO's clip-higher upper range, the paper's GRPO-CH baseline.
 CLIP_HIGHER_RANGE = 0.28
 
+#: The penalty's defaults on the LLM side, shared by the native trainer, ``llm_adapter.trl`` and
+#: ``llm_adapter.verl``: a fixed ``lam = 1`` (chosen on the toy task's tuning seeds, docs/guide/llm.md); the target
+#: and the dual step size apply when ``var_coef`` is ``"auto"``.
+DEFAULT_VAR_COEF = 1.0
+DEFAULT_TARGET_VAR = 0.01
+DEFAULT_VAR_COEF_LR = 1.0
+
 
 @dataclass(frozen=True)
 class LLMObjective:

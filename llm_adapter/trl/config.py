@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
+from llm_adapter.objectives import DEFAULT_TARGET_VAR, DEFAULT_VAR_COEF, DEFAULT_VAR_COEF_LR
 from sb3_r2vpo.core.dual import VarCoefController
 
 # TRL loss types that only choose how per-token losses are aggregated; the others replace the policy objective.
@@ -37,9 +38,10 @@ class R2VPOConfig(GRPOConfig):
     reduces to the plain policy gradient (the trainer warns).
 
     Parameters:
-        var_coef (`str` or `float`, *optional*, defaults to `"auto"`):
+        var_coef (`str` or `float`, *optional*, defaults to `1.0`):
             ``lam``: a number ``>= 0`` (fixed), ``"auto"`` (adaptive from 1.0) or ``"auto_<init>"`` (adaptive from
-            ``init``). Adaptive ``lam`` takes one projected dual-ascent step per optimizer step,
+            ``init``). The default, a fixed ``lam = 1``, is the native trainer's (``llm_adapter.TrainConfig``).
+            Adaptive ``lam`` takes one projected dual-ascent step per optimizer step,
             ``lam <- clip(lam + var_coef_lr * (V - target_var), 0, var_coef_max)``, where ``V`` is the token-mean
             ``(r - 1)^2`` of the whole optimizer step, summed over micro-batches and all-reduced across processes.
         target_var (`float`, *optional*, defaults to `0.01`):
@@ -56,13 +58,13 @@ class R2VPOConfig(GRPOConfig):
     """
 
     var_coef: str = field(
-        default="auto",
+        default=str(DEFAULT_VAR_COEF),
         metadata={"help": "R2VPO's lam: a number >= 0 (fixed), 'auto' or 'auto_<init>' (adaptive, dual ascent)."},
     )
     target_var: float = field(
-        default=0.01, metadata={"help": "Target token ratio variance E[(r - 1)^2] of the dual step (> 0)."}
+        default=DEFAULT_TARGET_VAR, metadata={"help": "Target token ratio variance E[(r - 1)^2] of the dual step (> 0)."}
     )
-    var_coef_lr: float = field(default=1.0, metadata={"help": "Dual step size for lam (>= 0)."})
+    var_coef_lr: float = field(default=DEFAULT_VAR_COEF_LR, metadata={"help": "Dual step size for lam (>= 0)."})
     var_coef_max: float = field(default=100.0, metadata={"help": "Upper bound of lam (> 0)."})
     var_coef_update: str = field(default="additive", metadata={"help": "Dual update of lam: 'additive' or 'log'."})
     var_coef_min: float = field(default=0.0, metadata={"help": "Lower bound of lam (>= 0)."})

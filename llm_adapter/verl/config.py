@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 from verl.workers.config import PolicyLossConfig
 
+from llm_adapter.objectives import DEFAULT_TARGET_VAR, DEFAULT_VAR_COEF, DEFAULT_VAR_COEF_LR
 from sb3_r2vpo.core.dual import VarCoefController, parse_var_coef
 from sb3_r2vpo.core.validation import check_positive
 
@@ -13,7 +14,8 @@ class R2VPOPolicyLossConfig(PolicyLossConfig):
     """
     verl's ``PolicyLossConfig`` plus R2VPO's settings; verl builds it from ``policy_loss._target_``.
 
-    :param var_coef: ``lam``: a number >= 0 (fixed), ``"auto"`` (adaptive, from 1.0) or ``"auto_<init>"``
+    :param var_coef: ``lam``: a number >= 0 (fixed; the default 1.0 is the native trainer's), ``"auto"`` (adaptive,
+        from 1.0) or ``"auto_<init>"``
     :param target_var: the target ratio variance ``E[(r - 1)^2]`` of the adaptive mode (> 0)
     :param var_coef_lr: the dual step size, applied once per optimizer step
     :param var_coef_max: the upper end of ``lam``'s projection
@@ -23,9 +25,9 @@ class R2VPOPolicyLossConfig(PolicyLossConfig):
     """
 
     loss_mode: str = "r2vpo"
-    var_coef: float | str = "auto"
-    target_var: float = 0.02
-    var_coef_lr: float = 0.1
+    var_coef: float | str = DEFAULT_VAR_COEF
+    target_var: float = DEFAULT_TARGET_VAR
+    var_coef_lr: float = DEFAULT_VAR_COEF_LR
     var_coef_max: float = 100.0
     var_coef_update: str = "additive"
     var_coef_min: float = 0.0
