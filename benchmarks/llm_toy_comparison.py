@@ -42,6 +42,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # R2VPO-OFF's replay probes (issue 18): fresh data first, and the on-policy number of optimizer steps.
     "r2vpo_off_newest": {"objective": "r2vpo", "replay_capacity": 4, "utd_ratio": 2.0, "replay_sampling": "newest_first"},
     "r2vpo_off_utd1": {"objective": "r2vpo", "replay_capacity": 4, "utd_ratio": 1.0},
+    "r2vpo_off_lam3": {"objective": "r2vpo", "replay_capacity": 4, "utd_ratio": 2.0, "var_coef": 3.0},
     "grpo": {"objective": "grpo"},
     "grpo_ch": {"objective": "grpo_ch"},
     # The lam sweep behind the default (--variants r2vpo_auto0 r2vpo_lam0.3 r2vpo_lam3 --seeds 0 1 2).
