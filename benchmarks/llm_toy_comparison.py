@@ -1,9 +1,9 @@
 """
 Objectives compared on the toy verifiable task (``llm_adapter.toy``: the prompt names a digit, the reward is the
 fraction of the first 8 generated characters equal to it) with a tiny Qwen2 model trained from scratch on CPU:
-R2VPO on-policy (default adaptive ``lam`` from 1.0, and a fixed ``lam = 1``), R2VPO-OFF (replay of 4
-generations, UTD 2), GRPO and GRPO-CH, same seeds, same settings otherwise (8 prompts x 8 completions per
-generation, 2 optimizer steps per generation on-policy).
+R2VPO on-policy (the trainer's default, a fixed ``lam = 1``), R2VPO-OFF (a replay of 2 generations, UTD 2, chosen on
+tuning seeds; and the paper's 4 generations), GRPO and GRPO-CH, same seeds, same settings otherwise (8 prompts x 8
+completions per generation, 2 optimizer steps per generation on-policy).
 
 Reports, per objective, the generations needed until the 10-generation moving average of the mean reward reaches
 ``--level`` (median over seeds; runs that never reach it count as not reached), and the final reward (mean of the
@@ -13,11 +13,14 @@ last 20 generations).
     python -m benchmarks.llm_toy_comparison --task count_up --seeds 0 1 2 3 4 --jobs 2
 
 Writes ``results/llm_toy_comparison/toy.json`` and ``toy.png`` (``count_up.json`` / ``.png`` for ``--task count_up``,
-the second toy task: count up from the prompt's digit, on which no setting was chosen).
+the second toy task: count up from the prompt's digit, on which no setting was chosen). Every run is also one JSON
+under ``results/llm_toy_comparison/runs`` (its settings and reward curve), reused by later invocations while its
+settings are unchanged.
 """
 
 import argparse
 import contextlib
+import json
 import tempfile
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -26,20 +29,24 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import RESULTS_DIR, save_figure_and_json, versions
+from benchmarks.common import RESULTS_DIR, save_figure_and_json, versions, write_json
 from llm_adapter.config import TrainConfig
 from llm_adapter.toy import TOY_TASKS, write_toy_setup
 from llm_adapter.trainer import R2VPOLLMTrainer
 
 OUT_DIR = RESULTS_DIR / "llm_toy_comparison"
+RUNS_DIR = OUT_DIR / "runs"
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "r2vpo": {"objective": "r2vpo"},  # the trainer's defaults
     # The adaptive default before the tuning runs of issue 19 (lam from 1.0, target_var 0.01, var_coef_lr 1.0).
     "r2vpo_auto": {"objective": "r2vpo", "var_coef": "auto"},
     "r2vpo_lam1": {"objective": "r2vpo", "var_coef": 1.0},
-    "r2vpo_off": {"objective": "r2vpo", "replay_capacity": 4, "utd_ratio": 2.0},
-    # R2VPO-OFF's replay probes (issue 18): fresh data first, and the on-policy number of optimizer steps.
+    # R2VPO-OFF as chosen on the tuning seeds (issue 18): a replay of 2 generations, UTD 2, the trainer's lam = 1.
+    "r2vpo_off": {"objective": "r2vpo", "replay_capacity": 2, "utd_ratio": 2.0},
+    # The paper's R2VPO-OFF (K = 4, UTD 2) and the probes around it: fresh data first, the on-policy number of
+    # optimizer steps, a larger lam.
+    "r2vpo_off_k4": {"objective": "r2vpo", "replay_capacity": 4, "utd_ratio": 2.0},
     "r2vpo_off_newest": {"objective": "r2vpo", "replay_capacity": 4, "utd_ratio": 2.0, "replay_sampling": "newest_first"},
     "r2vpo_off_utd1": {"objective": "r2vpo", "replay_capacity": 4, "utd_ratio": 1.0},
     "r2vpo_off_lam3": {"objective": "r2vpo", "replay_capacity": 4, "utd_ratio": 2.0, "var_coef": 3.0},
@@ -69,13 +76,17 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "var_coef_lr": 0.1,
     },
 }
-MAIN_VARIANTS = ["r2vpo", "r2vpo_auto", "r2vpo_off", "grpo", "grpo_ch"]
+MAIN_VARIANTS = ["r2vpo", "r2vpo_off", "r2vpo_off_k4", "grpo", "grpo_ch"]
 
 
-def run(
+#: Config fields that say where files are, not what is trained: left out of a cached run's identity.
+PATH_FIELDS = ("model_name_or_path", "tokenizer_name_or_path", "train_file", "eval_file", "output_dir")
+
+
+def train_config(
     variant: str, seed: int, iterations: int, setup_dir: Path, work_dir: Path, settings: dict[str, Any] | None = None
-) -> list[float]:
-    """Train one variant (its settings: ``settings``, default ``VARIANTS[variant]``); the mean reward per generation."""
+) -> TrainConfig:
+    """The configuration of one run: the toy setup's, then ``settings`` (default ``VARIANTS[variant]``)."""
     base = TrainConfig.from_yaml(setup_dir / "config.yaml").to_dict()
     base.update(
         {
@@ -87,17 +98,49 @@ def run(
             **(VARIANTS[variant] if settings is None else settings),
         }
     )
+    return TrainConfig(**base)
+
+
+def _train(config: TrainConfig) -> list[float]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        history = R2VPOLLMTrainer(TrainConfig(**base)).train()
+        history = R2VPOLLMTrainer(config).train()
     return [m["reward_mean"] for m in history]
 
 
-def _run_job(job: tuple[str, int, int, Path, Path]) -> list[float]:
+def run(
+    variant: str, seed: int, iterations: int, setup_dir: Path, work_dir: Path, settings: dict[str, Any] | None = None
+) -> list[float]:
+    """Train one variant (its settings: ``settings``, default ``VARIANTS[variant]``); the mean reward per generation."""
+    return _train(train_config(variant, seed, iterations, setup_dir, work_dir, settings))
+
+
+def run_identity(config: TrainConfig) -> dict[str, Any]:
+    """What a cached run must match to be reused: every setting but the file locations, as JSON has it."""
+    return json.loads(json.dumps({k: v for k, v in config.to_dict().items() if k not in PATH_FIELDS}))
+
+
+def cached_run(
+    task: str, variant: str, seed: int, iterations: int, setup_dir: Path, work_dir: Path, runs_dir: Path
+) -> tuple[list[float], bool]:
+    """
+    :func:`run`, reusing the run file under ``runs_dir`` when its settings are today's (runs are deterministic on
+    CPU for a given seed); a file with other settings is trained again and replaced.
+
+    :return: the mean reward per generation, and whether it came from the file
+    """
     import torch as th
 
-    th.set_num_threads(1)  # one core per process; --jobs sets the parallelism
-    return run(*job)
+    th.set_num_threads(1)  # float reductions, hence whole runs, depend on the thread count: one per run, always
+    config = train_config(variant, seed, iterations, setup_dir, work_dir)
+    identity = run_identity(config)
+    path = runs_dir / f"{task}__{variant}__{seed}__{iterations}.json"
+    if path.exists() and json.loads(path.read_text())["config"] == identity:
+        return json.loads(path.read_text())["rewards"], True
+    rewards = _train(config)
+    payload = {"task": task, "variant": variant, "seed": seed, "config": identity, "rewards": rewards}
+    write_json(path, {**payload, "versions": versions()})
+    return rewards, False
 
 
 def generations_to_level(rewards: list[float], level: float, window: int = 10) -> float:
@@ -124,18 +167,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--task", choices=sorted(TOY_TASKS), default="repeat_digit", help="the toy task")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (one core each)")
     parser.add_argument("--out-dir", type=Path, default=OUT_DIR, help="where the JSON and PNG go")
+    parser.add_argument("--runs-dir", type=Path, default=RUNS_DIR, help="one JSON per run, reused while its settings hold")
     args = parser.parse_args(argv)
 
     curves: dict[str, list[list[float]]] = {v: [] for v in args.variants}
     with tempfile.TemporaryDirectory() as tmp:
         setup_dir = Path(tmp) / "toy"
         write_toy_setup(setup_dir, seed=0, task=args.task)  # one model for every run: seeds vary sampling and data
-        jobs = [(variant, seed, args.iterations, setup_dir, Path(tmp)) for seed in args.seeds for variant in args.variants]
+        jobs = [
+            (args.task, variant, seed, args.iterations, setup_dir, Path(tmp), args.runs_dir)
+            for seed in args.seeds
+            for variant in args.variants
+        ]
         with ProcessPoolExecutor(max_workers=args.jobs) if args.jobs > 1 else contextlib.nullcontext() as pool:
-            results = pool.map(_run_job, jobs) if pool is not None else (run(*job) for job in jobs)
-            for (variant, seed, *_), rewards in zip(jobs, results, strict=True):
+            # One core per run (cached_run sets it); --jobs sets the parallelism.
+            results = pool.map(cached_run, *zip(*jobs, strict=True)) if pool is not None else (cached_run(*j) for j in jobs)
+            for (_, variant, seed, *_), (rewards, cached) in zip(jobs, results, strict=True):
                 curves[variant].append(rewards)
-                print(f"{variant} seed {seed}: final reward {np.mean(rewards[-20:]):.3f}", flush=True)
+                note = " (cached run)" if cached else ""
+                print(f"{variant} seed {seed}: final reward {np.mean(rewards[-20:]):.3f}{note}", flush=True)
 
     summary: dict[str, dict[str, Any]] = {}
     for variant, runs in curves.items():

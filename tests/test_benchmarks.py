@@ -221,11 +221,17 @@ def test_llm_objective_overhead_runs_small(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_llm_toy_comparison_runs_small(tmp_path: Path) -> None:
-    out = _run_benchmark(
-        "llm_toy_comparison", "--seeds", "0", "--iterations", "12", "--variants", "r2vpo", "grpo", "--out-dir", str(tmp_path)
-    )
-    assert "r2vpo" in out and "grpo" in out
-    assert (tmp_path / "toy.json").exists()
+    args = ["--seeds", "0", "--iterations", "12", "--out-dir", str(tmp_path), "--runs-dir", str(tmp_path / "runs")]
+    out = _run_benchmark("llm_toy_comparison", *args, "--variants", "r2vpo", "grpo")
+    assert "r2vpo seed 0" in out and "grpo seed 0" in out and "cached" not in out
+    first = json.loads((tmp_path / "toy.json").read_text())
+    run_files = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert run_files == ["repeat_digit__grpo__0__12.json", "repeat_digit__r2vpo__0__12.json"]
+    # Again with one more variant: the two runs are reused, the new one trained.
+    out = _run_benchmark("llm_toy_comparison", *args, "--variants", "r2vpo", "grpo", "r2vpo_off")
+    assert "r2vpo seed 0: final reward" in out and out.count("(cached run)") == 2
+    again = json.loads((tmp_path / "toy.json").read_text())
+    assert again["curves"]["r2vpo"] == first["curves"]["r2vpo"] and len(again["curves"]["r2vpo_off"][0]) == 12
 
 
 @pytest.mark.slow
