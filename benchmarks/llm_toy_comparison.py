@@ -6,8 +6,9 @@ tuning seeds; and the paper's 4 generations), GRPO and GRPO-CH, same seeds, same
 completions per generation, 2 optimizer steps per generation on-policy).
 
 Reports, per objective, the generations needed until the 10-generation moving average of the mean reward reaches
-``--level`` (median over seeds; runs that never reach it count as not reached), and the final reward (mean of the
-last 20 generations).
+``--level`` (median over seeds; runs that never reach it count as not reached), the final reward (mean of the
+last 20 generations), and against GRPO and on-policy R2VPO the difference of final rewards with a bootstrap interval
+and the generations to the reference's mean final reward relative to the reference's own (medians over seeds).
 
     python -m benchmarks.llm_toy_comparison --seeds 0 1 2 --iterations 150
     python -m benchmarks.llm_toy_comparison --task count_up --seeds 0 1 2 3 4 --jobs 2
@@ -29,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import RESULTS_DIR, save_figure_and_json, versions, write_json
+from benchmarks.common import RESULTS_DIR, save_figure_and_json, steps_ratio, versions, write_json
 from llm_adapter.config import TrainConfig
 from llm_adapter.toy import TOY_TASKS, write_toy_setup
 from llm_adapter.trainer import R2VPOLLMTrainer
@@ -77,6 +78,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
 }
 MAIN_VARIANTS = ["r2vpo", "r2vpo_off", "r2vpo_off_k4", "grpo", "grpo_ch"]
+#: What every variant is compared with: GRPO, and on-policy R2VPO (R2VPO-OFF's claim is to beat both).
+REFERENCES = ["grpo", "r2vpo"]
 
 
 #: Config fields that say where files are, not what is trained: left out of a cached run's identity.
@@ -158,6 +161,40 @@ def bootstrap_mean_interval(values: list[float], *, resamples: int = 10_000, see
     return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
+def bootstrap_difference_interval(
+    values: list[float], reference: list[float], *, resamples: int = 10_000, seed: int = 0
+) -> list[float]:
+    """95% percentile-bootstrap interval of ``mean(values) - mean(reference)``, seeds resampled in each group."""
+    rng = np.random.default_rng(seed)
+    a = rng.choice(np.asarray(values), size=(resamples, len(values)), replace=True).mean(axis=1)
+    b = rng.choice(np.asarray(reference), size=(resamples, len(reference)), replace=True).mean(axis=1)
+    return [float(np.percentile(a - b, 2.5)), float(np.percentile(a - b, 97.5))]
+
+
+def compare(runs: list[list[float]], reference_runs: list[list[float]]) -> dict[str, Any]:
+    """
+    One variant against a reference: the difference of final rewards with its interval, and the generations to the
+    reference's mean final reward (10-generation average) relative to the reference's own (medians over seeds; nan
+    when the reference's median run never gets there, inf when only this variant's does not).
+    """
+    finals = [float(np.mean(r[-20:])) for r in runs]
+    reference_finals = [float(np.mean(r[-20:])) for r in reference_runs]
+    level = float(np.mean(reference_finals))
+    generations = [generations_to_level(r, level) for r in runs]
+    reference_generations = [generations_to_level(r, level) for r in reference_runs]
+    difference = float(np.mean(finals) - np.mean(reference_finals))
+    low, high = bootstrap_difference_interval(finals, reference_finals)
+    return {
+        "final_reward_diff": difference,
+        "final_reward_diff_ci95": [low, high],
+        "verdict": "above" if low > 0 else "below" if high < 0 else "not significant",
+        "reference_final_mean": level,
+        "generations_to_reference_final": generations,
+        "reference_generations_to_own_final": reference_generations,
+        "generations_ratio": steps_ratio(float(np.median(generations)), float(np.median(reference_generations))),
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -205,6 +242,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{variant:10s} generations to {args.level}: {reached} (median {median}); "
             f"final reward {final:.3f} [{low:.3f}, {high:.3f}]"
         )
+    for variant, runs in curves.items():
+        for reference in REFERENCES:
+            if reference in curves and reference != variant:
+                comparison = compare(runs, curves[reference])
+                summary[variant].setdefault("vs", {})[reference] = comparison
+                low, high = comparison["final_reward_diff_ci95"]
+                print(
+                    f"{variant:10s} vs {reference}: final reward {comparison['final_reward_diff']:+.3f} "
+                    f"[{low:+.3f}, {high:+.3f}] ({comparison['verdict']}); generations to its final "
+                    f"{comparison['reference_final_mean']:.2f}: {comparison['generations_ratio']:.2f}x"
+                )
 
     import matplotlib
 

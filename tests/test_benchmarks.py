@@ -219,6 +219,23 @@ def test_llm_objective_overhead_runs_small(tmp_path: Path) -> None:
     assert (tmp_path / "cpu.json").exists()
 
 
+def test_llm_toy_comparison_compares_final_rewards_and_generations_to_the_references_final() -> None:
+    from benchmarks.llm_toy_comparison import compare
+
+    def rising(start: int, value: float) -> list[float]:
+        return [0.0] * start + [value] * (40 - start)
+
+    reference = [rising(19, 0.5)] * 3  # the 10-generation average reaches its final 0.5 at generation 29
+    comparison = compare([rising(9, 0.8)] * 3, reference)  # 7 of 10 at 0.8 pass 0.5: generation 16
+    assert comparison["generations_to_reference_final"] == [16.0] * 3
+    assert comparison["reference_generations_to_own_final"] == [29.0] * 3
+    assert comparison["generations_ratio"] == pytest.approx(16 / 29)
+    assert comparison["final_reward_diff"] == pytest.approx(0.3) and comparison["verdict"] == "above"
+    assert comparison["final_reward_diff_ci95"] == pytest.approx([0.3, 0.3])
+    uneven = compare([rising(9, 0.8)] * 3, [rising(5, 0.0), rising(5, 0.0), rising(5, 0.9)])
+    assert math.isnan(uneven["generations_ratio"])  # the reference's median run never reaches its mean final 0.3
+
+
 @pytest.mark.slow
 def test_llm_toy_comparison_runs_small(tmp_path: Path) -> None:
     args = ["--seeds", "0", "--iterations", "12", "--out-dir", str(tmp_path), "--runs-dir", str(tmp_path / "runs")]
