@@ -34,6 +34,7 @@ from benchmarks.common import (
     median_steps_to,
     steps_ratio,
     steps_to_threshold,
+    verdict,
     write_json,
 )
 from benchmarks.zoo_runs import RUNS_DIR, StaleRunError, cached_run, run
@@ -244,7 +245,7 @@ def summarize_task(
                 "reference": reference,
                 "iqm_diff": entry["iqm"] - ref_entry["iqm"],
                 "iqm_diff_ci95": [low, high],
-                "verdict": "above" if low > 0 else "below" if high < 0 else "not significant",
+                "verdict": verdict(low, high),
                 "auc_diff": entry["normalized_auc"] - ref_entry["normalized_auc"],
                 # The sample-efficiency measure: median env steps to the reference's mean final return, relative to
                 # the reference's own median.

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import RESULTS_DIR, save_figure_and_json, steps_ratio, versions, write_json
+from benchmarks.common import RESULTS_DIR, save_figure_and_json, steps_ratio, verdict, versions, write_json
 from llm_adapter.config import TrainConfig
 from llm_adapter.toy import TOY_TASKS, write_toy_setup
 from llm_adapter.trainer import R2VPOLLMTrainer
@@ -138,12 +138,19 @@ def cached_run(
     config = train_config(variant, seed, iterations, setup_dir, work_dir)
     identity = run_identity(config)
     path = runs_dir / f"{task}__{variant}__{seed}__{iterations}.json"
-    if path.exists() and json.loads(path.read_text())["config"] == identity:
-        return json.loads(path.read_text())["rewards"], True
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved["config"] == identity:
+            return saved["rewards"], True
     rewards = _train(config)
     payload = {"task": task, "variant": variant, "seed": seed, "config": identity, "rewards": rewards}
     write_json(path, {**payload, "versions": versions()})
     return rewards, False
+
+
+def final_reward(rewards: list[float]) -> float:
+    """A run's final reward: the mean over its last 20 generations."""
+    return float(np.mean(rewards[-20:]))
 
 
 def generations_to_level(rewards: list[float], level: float, window: int = 10) -> float:
@@ -177,8 +184,8 @@ def compare(runs: list[list[float]], reference_runs: list[list[float]]) -> dict[
     reference's mean final reward (10-generation average) relative to the reference's own (medians over seeds; nan
     when the reference's median run never gets there, inf when only this variant's does not).
     """
-    finals = [float(np.mean(r[-20:])) for r in runs]
-    reference_finals = [float(np.mean(r[-20:])) for r in reference_runs]
+    finals = [final_reward(r) for r in runs]
+    reference_finals = [final_reward(r) for r in reference_runs]
     level = float(np.mean(reference_finals))
     generations = [generations_to_level(r, level) for r in runs]
     reference_generations = [generations_to_level(r, level) for r in reference_runs]
@@ -187,7 +194,7 @@ def compare(runs: list[list[float]], reference_runs: list[list[float]]) -> dict[
     return {
         "final_reward_diff": difference,
         "final_reward_diff_ci95": [low, high],
-        "verdict": "above" if low > 0 else "below" if high < 0 else "not significant",
+        "verdict": verdict(low, high),
         "reference_final_mean": level,
         "generations_to_reference_final": generations,
         "reference_generations_to_own_final": reference_generations,
@@ -222,7 +229,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for (_, variant, seed, *_), (rewards, cached) in zip(jobs, results, strict=True):
                 curves[variant].append(rewards)
                 note = " (cached run)" if cached else ""
-                print(f"{variant} seed {seed}: final reward {np.mean(rewards[-20:]):.3f}{note}", flush=True)
+                print(f"{variant} seed {seed}: final reward {final_reward(rewards):.3f}{note}", flush=True)
 
     summary: dict[str, dict[str, Any]] = {}
     for variant, runs in curves.items():
@@ -231,9 +238,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "generations_to_level": reached,
             "median_generations_to_level": float(np.median(reached)),
             "reached": int(np.isfinite(reached).sum()),
-            "final_reward_per_seed": [float(np.mean(r[-20:])) for r in runs],
-            "final_reward_mean": float(np.mean([np.mean(r[-20:]) for r in runs])),
-            "final_reward_ci95": bootstrap_mean_interval([float(np.mean(r[-20:])) for r in runs]),
+            "final_reward_per_seed": [final_reward(r) for r in runs],
+            "final_reward_mean": float(np.mean([final_reward(r) for r in runs])),
+            "final_reward_ci95": bootstrap_mean_interval([final_reward(r) for r in runs]),
         }
         median = summary[variant]["median_generations_to_level"]
         final = summary[variant]["final_reward_mean"]

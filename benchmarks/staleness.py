@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import RESULTS_DIR, save_figure_and_json, versions
-from benchmarks.llm_toy_comparison import bootstrap_mean_interval
+from benchmarks.llm_toy_comparison import bootstrap_mean_interval, final_reward
 from benchmarks.llm_toy_comparison import run as run_toy
 from benchmarks.zoo_runs import RUNS_DIR
 from benchmarks.zoo_runs import run as run_zoo
@@ -55,7 +55,7 @@ def _llm_job(job: tuple[str, int, int, int, str]) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         rewards = run_toy(f"{objective}_k{capacity}", seed, iterations, Path(work_dir) / "toy", Path(work_dir), settings)
-    return float(np.mean(rewards[-20:]))
+    return final_reward(rewards)
 
 
 def _summarize(finals: dict[str, dict[int, list[float]]]) -> dict[str, dict[str, Any]]:
