@@ -282,11 +282,6 @@ def steps_ratio(steps: float, reference_steps: float) -> float:
     return steps / reference_steps if math.isfinite(reference_steps) else math.nan
 
 
-def verdict(low: float, high: float) -> str:
-    """What a 95% interval of a difference says: ``"above"`` or ``"below"`` when it excludes 0."""
-    return "above" if low > 0 else "below" if high < 0 else "not significant"
-
-
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` as pretty JSON, creating folders (inf is written as the string "inf")."""
     path.parent.mkdir(parents=True, exist_ok=True)

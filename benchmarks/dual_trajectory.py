@@ -89,6 +89,7 @@ def plot(results: dict[str, dict[str, dict[str, Any]]], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", choices=list(CONTROLLERS), default=list(CONTROLLERS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (one core each)")
     parser.add_argument("--budget", type=int, default=None, help="one budget for every task (quick looks, tests)")
@@ -98,16 +99,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs={args.jobs}: must be >= 1")
-    budgets = {task: budget(task, DEFAULT_DMC_BUDGET, args.budget) for task in CONTROLLERS}
+    budgets = {task: budget(task, DEFAULT_DMC_BUDGET, args.budget) for task in args.tasks}
     if not args.report_only:
-        for task, by_controller in CONTROLLERS.items():
-            run_panel([task], list(by_controller.values()), args.seeds, budgets, args.jobs, args.runs_dir)
+        for task in args.tasks:
+            run_panel([task], list(CONTROLLERS[task].values()), args.seeds, budgets, args.jobs, args.runs_dir)
     results: dict[str, dict[str, dict[str, Any]]] = {
         task: {
             label: {"algo": algo, **trajectories(task, algo, args.seeds, budgets[task], args.runs_dir)}
-            for label, algo in by_controller.items()
+            for label, algo in CONTROLLERS[task].items()
         }
-        for task, by_controller in CONTROLLERS.items()
+        for task in args.tasks
     }
     for task, task_results in results.items():
         for label, entry in task_results.items():

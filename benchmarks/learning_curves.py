@@ -28,15 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import (
-    RESULTS_DIR,
-    curves_on_first_steps,
-    median_steps_to,
-    steps_ratio,
-    steps_to_threshold,
-    verdict,
-    write_json,
-)
+from benchmarks.bootstrap import bootstrap_interval, difference_interval, iqm, resample_seeds, verdict
+from benchmarks.common import RESULTS_DIR, curves_on_first_steps, median_steps_to, steps_ratio, steps_to_threshold, write_json
 from benchmarks.zoo_runs import RUNS_DIR, StaleRunError, cached_run, run
 
 OUT_DIR = RESULTS_DIR / "learning_curves"
@@ -73,7 +66,6 @@ DEFAULT_DMC_BUDGET = 500_000
 #: MountainCarContinuous 90), -200 for Pendulum, and half the maximum return (1000) for DMC tasks.
 THRESHOLDS = {"CartPole-v1": 475.0, "Pendulum-v1": -200.0, "MountainCarContinuous-v0": 90.0}
 DMC_THRESHOLD = 500.0
-BOOTSTRAP_RESAMPLES = 10_000
 
 
 def _algorithm_name(text: str) -> str:
@@ -91,35 +83,6 @@ def threshold(task: str) -> float:
 def budget(task: str, dmc_budget: int, override: int | None = None) -> int:
     """The env-step budget every algorithm gets on ``task`` (``override``: one budget for all tasks)."""
     return override if override is not None else FIXED_BUDGETS.get(task, dmc_budget)
-
-
-def iqm(values: np.ndarray) -> float:
-    """Interquartile mean: the mean of the middle 50% (rliable's definition, with fractional end weights)."""
-    values = np.sort(np.asarray(values, dtype=float))
-    n = len(values)
-    # Each sample covers [i/n, (i+1)/n] of the distribution; weight = its overlap with [0.25, 0.75].
-    lower, upper = np.arange(n) / n, np.arange(1, n + 1) / n
-    weights = np.clip(np.minimum(upper, 0.75) - np.maximum(lower, 0.25), 0.0, None)
-    return float(np.sum(weights * values) / np.sum(weights))
-
-
-def resample_seeds(values: Any, rng: np.random.Generator, n_resamples: int = BOOTSTRAP_RESAMPLES) -> np.ndarray:
-    """``n_resamples`` bootstrap resamples of the per-seed ``values`` (seeds along the first axis)."""
-    data = np.asarray(values, dtype=float)
-    return data[rng.integers(0, len(data), size=(n_resamples, len(data)))]
-
-
-def bootstrap_interval(values: list[float], statistic: Any, rng: np.random.Generator) -> list[float]:
-    """95% percentile-bootstrap interval of ``statistic`` over resampled seeds."""
-    stats = np.array([statistic(row) for row in resample_seeds(values, rng)])
-    return [float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))]
-
-
-def difference_interval(values: list[float], reference: list[float], rng: np.random.Generator) -> list[float]:
-    """95% bootstrap interval of ``iqm(values) - iqm(reference)``, seeds resampled independently in each group."""
-    rows_a, rows_b = resample_seeds(values, rng), resample_seeds(reference, rng)
-    diffs = np.array([iqm(x) - iqm(y) for x, y in zip(rows_a, rows_b, strict=True)])
-    return [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))]
 
 
 def normalized_auc(curve: list[dict[str, float]], total_steps: int) -> float:
@@ -239,7 +202,7 @@ def summarize_task(
         for algo, finals in finals_by_algo.items():
             if algo in (reference, name) or len(finals) < 2:
                 continue
-            low, high = difference_interval(finals, finals_by_algo[reference], rng)
+            low, high = difference_interval(finals, finals_by_algo[reference], iqm, rng)
             entry = summary["algos"][algo]
             entry.setdefault("vs", {})[name] = {
                 "reference": reference,

@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import RESULTS_DIR, save_figure_and_json, steps_ratio, verdict, versions, write_json
+from benchmarks.bootstrap import bootstrap_interval, difference_interval, verdict
+from benchmarks.common import RESULTS_DIR, save_figure_and_json, steps_ratio, versions, write_json
 from llm_adapter.config import TrainConfig
 from llm_adapter.toy import TOY_TASKS, write_toy_setup
 from llm_adapter.trainer import R2VPOLLMTrainer
@@ -161,21 +162,9 @@ def generations_to_level(rewards: list[float], level: float, window: int = 10) -
     return float("inf")
 
 
-def bootstrap_mean_interval(values: list[float], *, resamples: int = 10_000, seed: int = 0) -> list[float]:
+def bootstrap_mean_interval(values: list[float], *, seed: int = 0) -> list[float]:
     """95% percentile-bootstrap interval of the mean of ``values`` (resampling seeds)."""
-    rng = np.random.default_rng(seed)
-    means = rng.choice(np.asarray(values), size=(resamples, len(values)), replace=True).mean(axis=1)
-    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
-
-
-def bootstrap_difference_interval(
-    values: list[float], reference: list[float], *, resamples: int = 10_000, seed: int = 0
-) -> list[float]:
-    """95% percentile-bootstrap interval of ``mean(values) - mean(reference)``, seeds resampled in each group."""
-    rng = np.random.default_rng(seed)
-    a = rng.choice(np.asarray(values), size=(resamples, len(values)), replace=True).mean(axis=1)
-    b = rng.choice(np.asarray(reference), size=(resamples, len(reference)), replace=True).mean(axis=1)
-    return [float(np.percentile(a - b, 2.5)), float(np.percentile(a - b, 97.5))]
+    return bootstrap_interval(values, np.mean, np.random.default_rng(seed))
 
 
 def compare(runs: list[list[float]], reference_runs: list[list[float]]) -> dict[str, Any]:
@@ -190,7 +179,7 @@ def compare(runs: list[list[float]], reference_runs: list[list[float]]) -> dict[
     generations = [generations_to_level(r, level) for r in runs]
     reference_generations = [generations_to_level(r, level) for r in reference_runs]
     difference = float(np.mean(finals) - np.mean(reference_finals))
-    low, high = bootstrap_difference_interval(finals, reference_finals)
+    low, high = difference_interval(finals, reference_finals, np.mean, np.random.default_rng(0))
     return {
         "final_reward_diff": difference,
         "final_reward_diff_ci95": [low, high],

@@ -2,6 +2,8 @@
 
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -173,12 +175,20 @@ def test_stale_run_under_the_other_name_gives_way_to_a_current_one_and_is_replac
     assert not budget_path.exists() and json.loads(stale_path.read_text())["hyperparams"] == entry
 
 
-def _run_benchmark(script: str, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", f"benchmarks.{script}", *args], cwd=REPO, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+def _run_benchmark(script: str, *args: str, timeout: float = 300) -> str:
+    """Run ``python -m benchmarks.<script> *args``; on a timeout its whole process group goes, pool workers included."""
+    with subprocess.Popen(
+        [sys.executable, "-m", f"benchmarks.{script}", *args],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    ) as process:  # fmt: skip
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise
+    assert process.returncode == 0, stderr
+    return stdout
 
 
 @pytest.mark.slow
@@ -273,7 +283,8 @@ def test_learning_curves_panel_runs_skips_and_reports(tmp_path: Path) -> None:
 
 
 def test_learning_curves_statistics() -> None:
-    from benchmarks.learning_curves import bootstrap_interval, iqm, normalized_auc
+    from benchmarks.bootstrap import bootstrap_interval, iqm
+    from benchmarks.learning_curves import normalized_auc
 
     assert iqm(np.array([1.0, 2.0, 3.0, 4.0])) == 2.5  # the middle two
     assert iqm(np.array([0.0, 10.0, 10.0, 10.0, 1000.0])) == 10.0  # outliers do not move it
@@ -394,10 +405,11 @@ def test_every_dm_control_entry_of_r2vpo_is_the_shared_one_except_where_ppos_set
 @pytest.mark.slow
 def test_dual_trajectory_trains_missing_runs_and_plots_lam(tmp_path: Path) -> None:
     out = _run_benchmark(
-        "dual_trajectory", "--seeds", "0", "--budget", "2048", "--jobs", "2",
+        "dual_trajectory", "--tasks", "MountainCarContinuous-v0", "--seeds", "0", "--budget", "2048", "--jobs", "2",
         "--runs-dir", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "out"),
     )  # fmt: skip
     payload = json.loads((tmp_path / "out" / "dual_trajectory.json").read_text())["tasks"]
+    assert list(payload) == ["MountainCarContinuous-v0"]  # --tasks: only the task asked for is trained and plotted
     shipped = payload["MountainCarContinuous-v0"]["shipped (floor var_coef_min 1)"]
     log = shipped["logs"]["0"]
     assert shipped["seeds"] == [0] and len(log) > 1 and all(point["var_coef"] >= 1.0 for point in log)
