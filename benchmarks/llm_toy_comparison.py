@@ -21,6 +21,7 @@ settings are unchanged.
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import tempfile
 import warnings
@@ -52,6 +53,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "r2vpo_off_newest": {"objective": "r2vpo", "replay_capacity": 4, "utd_ratio": 2.0, "replay_sampling": "newest_first"},
     "r2vpo_off_utd1": {"objective": "r2vpo", "replay_capacity": 4, "utd_ratio": 1.0},
     "r2vpo_off_lam3": {"objective": "r2vpo", "replay_capacity": 4, "utd_ratio": 2.0, "var_coef": 3.0},
+    # One lam for every age or one per age (issue 18): lam * factor**age, weaker (0.5) or stronger (2) on stale data.
+    "r2vpo_off_age0.5": {"objective": "r2vpo", "replay_capacity": 2, "utd_ratio": 2.0, "var_coef_age_factor": 0.5},
+    "r2vpo_off_k4_age0.5": {"objective": "r2vpo", "replay_capacity": 4, "utd_ratio": 2.0, "var_coef_age_factor": 0.5},
+    "r2vpo_off_k4_age2": {"objective": "r2vpo", "replay_capacity": 4, "utd_ratio": 2.0, "var_coef_age_factor": 2.0},
     "grpo": {"objective": "grpo"},
     "grpo_ch": {"objective": "grpo_ch"},
     # The lam sweep behind the default (--variants r2vpo_auto0 r2vpo_lam0.3 r2vpo_lam3 --seeds 0 1 2).
@@ -124,6 +129,15 @@ def run_identity(config: TrainConfig) -> dict[str, Any]:
     return json.loads(json.dumps({k: v for k, v in config.to_dict().items() if k not in PATH_FIELDS}))
 
 
+def same_settings(saved: dict[str, Any], identity: dict[str, Any]) -> bool:
+    """
+    Whether a cached run's settings are ``identity``. A setting added to ``TrainConfig`` after the run was written
+    counts as its default, which keeps the behavior from before the setting existed.
+    """
+    defaults = json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(TrainConfig)}, default=str))
+    return {**{k: defaults[k] for k in identity.keys() - saved.keys()}, **saved} == identity
+
+
 def cached_run(
     task: str, variant: str, seed: int, iterations: int, setup_dir: Path, work_dir: Path, runs_dir: Path
 ) -> tuple[list[float], bool]:
@@ -141,7 +155,7 @@ def cached_run(
     path = runs_dir / f"{task}__{variant}__{seed}__{iterations}.json"
     if path.exists():
         saved = json.loads(path.read_text())
-        if saved["config"] == identity:
+        if same_settings(saved["config"], identity):
             return saved["rewards"], True
     rewards = _train(config)
     payload = {"task": task, "variant": variant, "seed": seed, "config": identity, "rewards": rewards}

@@ -88,6 +88,13 @@ class TrainConfig:
         default="additive", metadata=_help(f"Dual update of lam, one of {VAR_COEF_UPDATES} (additive: the paper's Eq. 10)")
     )
     var_coef_min: float = field(default=0.0, metadata=_help("Lower bound of lam (>= 0; the paper: 0)"))
+    var_coef_age_factor: float = field(
+        default=1.0,
+        metadata=_help(
+            "With a replay: completions k generations old are penalized with lam * factor**k (> 0; 1: one lam for "
+            "every age, the paper's)"
+        ),
+    )
     clip_range: float = field(default=0.2, metadata=_help("Lower clip range (grpo, grpo_ch, gppo) and SPO's epsilon"))
     clip_range_high: float | None = field(
         default=None, metadata=_help("Upper clip range (default: grpo/gppo 0.2, grpo_ch 0.28)")
@@ -181,6 +188,7 @@ class TrainConfig:
             "var_coef_max",
             "var_coef_update",
             "var_coef_min",
+            "var_coef_age_factor",
             "clip_range",
             "clip_range_high",
         ):
@@ -218,6 +226,12 @@ class TrainConfig:
         check_int("replay_capacity", self.replay_capacity, minimum=1)
         check_positive("utd_ratio", self.utd_ratio)
         check_replay_sampling(self.replay_sampling)
+        check_positive("var_coef_age_factor", self.var_coef_age_factor)
+        if self.var_coef_age_factor != 1.0 and self.replay_capacity == 1:
+            raise ValueError(
+                f"var_coef_age_factor={self.var_coef_age_factor} has no effect with replay_capacity=1 (every completion "
+                "trained on is fresh): keep generations with replay_capacity > 1, or leave it at 1"
+            )
         check_int("micro_batch_size", self.micro_batch_size, minimum=1)
         check_int("gradient_accumulation_steps", self.gradient_accumulation_steps, minimum=1)
         check_positive("learning_rate", self.learning_rate)

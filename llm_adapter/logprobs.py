@@ -174,6 +174,7 @@ class _FusedObjective(th.autograd.Function):
         token_weights: th.Tensor,
         objective: Callable[..., tuple[th.Tensor, RatioStats]],
         coefficients: dict[str, Any],
+        token_coefficients: dict[str, th.Tensor],
         temperature: float,
         chunk_size: int,
         stats_out: list[RatioStats],
@@ -196,7 +197,8 @@ class _FusedObjective(th.autograd.Function):
             log_probs[rows] = target_logits - row_max.squeeze(1) - sum_exp.log()
             with th.enable_grad():
                 leaf = log_probs[rows].detach().requires_grad_(True)
-                per_token, chunk_stats = objective(leaf, behavior_log_probs[rows], advantages[rows], **coefficients)
+                chunk_coefficients = {**coefficients, **{k: v[rows] for k, v in token_coefficients.items()}}
+                per_token, chunk_stats = objective(leaf, behavior_log_probs[rows], advantages[rows], **chunk_coefficients)
                 chunk_loss = (per_token * token_weights[rows]).sum()
                 (grad_log_probs,) = th.autograd.grad(chunk_loss, leaf)
             loss += chunk_loss.detach()
@@ -230,8 +232,25 @@ class _FusedObjective(th.autograd.Function):
             None if grad_hidden is None else grad_hidden.mul_(scale.to(grad_hidden.dtype)),
             None if grad_weight is None else grad_weight.mul_(scale).to(ctx.weight_dtype),
             None if grad_bias is None else grad_bias.mul_(scale).to(ctx.weight_dtype),
-            *([None] * 9),
+            *([None] * 10),
         )
+
+
+def _split_token_coefficients(coefficients: dict[str, Any], shape: th.Size) -> tuple[dict[str, Any], dict[str, th.Tensor]]:
+    """The coefficients that are one value, and the ``[B, T]`` per-token ones (any other tensor shape is an error)."""
+    scalar: dict[str, Any] = {}
+    per_token: dict[str, th.Tensor] = {}
+    for name, value in coefficients.items():
+        if isinstance(value, th.Tensor) and value.dim() > 0:
+            if value.shape != shape:
+                raise ValueError(
+                    f"coefficient {name!r} has shape {tuple(value.shape)}: a tensor coefficient must be one value or "
+                    f"one per token, {tuple(shape)}"
+                )
+            per_token[name] = value
+        else:
+            scalar[name] = value
+    return scalar, per_token
 
 
 def fused_objective_loss(
@@ -264,7 +283,8 @@ def fused_objective_loss(
     :param mask: ``[B, T]`` bool mask of real tokens
     :param token_weights: ``[B, T]`` aggregation weights
     :param objective: a core objective (``sb3_r2vpo.core.OBJECTIVES``)
-    :param coefficients: its keyword coefficients
+    :param coefficients: its keyword coefficients: numbers, or ``[B, T]`` tensors for a per-token coefficient (such
+        as a ``var_coef`` that depends on each completion's age)
     :param temperature: sampling temperature
     :param chunk_size: tokens whose logits exist at once
     :return: the loss, the detached ``[B, T]`` log-probs (0 on padding) and the ratio statistics
@@ -274,9 +294,19 @@ def fused_objective_loss(
     rows = mask.reshape(-1).nonzero().squeeze(1)
     selected = [t.reshape(-1)[rows] for t in (target_ids, behavior_log_probs, advantages, token_weights)]
     flat_hidden = hidden_states.reshape(-1, hidden_states.shape[-1])[rows]
+    scalar_coefficients, token_coefficients = _split_token_coefficients(coefficients or {}, target_ids.shape)
     stats_out: list[RatioStats] = []
     loss, selected_log_probs = _FusedObjective.apply(
-        flat_hidden, weight, bias, *selected, objective, coefficients or {}, temperature, chunk_size, stats_out
+        flat_hidden,
+        weight,
+        bias,
+        *selected,
+        objective,
+        scalar_coefficients,
+        {name: value.reshape(-1)[rows] for name, value in token_coefficients.items()},
+        temperature,
+        chunk_size,
+        stats_out,
     )
     log_probs = th.zeros(target_ids.numel(), dtype=th.float32, device=hidden_states.device)
     log_probs = log_probs.index_put((rows,), selected_log_probs).reshape(target_ids.shape)

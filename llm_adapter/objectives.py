@@ -40,7 +40,17 @@ class LLMObjective:
     def settings(self) -> frozenset[str]:
         """The ``TrainConfig`` fields this objective reads (the others of its kind have no effect on it)."""
         if self.core_name == "r2vpo":
-            return frozenset({"var_coef", "target_var", "var_coef_lr", "var_coef_max", "var_coef_update", "var_coef_min"})
+            return frozenset(
+                {
+                    "var_coef",
+                    "target_var",
+                    "var_coef_lr",
+                    "var_coef_max",
+                    "var_coef_update",
+                    "var_coef_min",
+                    "var_coef_age_factor",
+                }
+            )
         if self.core_name == "spo":
             return frozenset({"clip_range"})
         if self.core_name == "topr":

@@ -425,6 +425,11 @@ class R2VPOLLMTrainer:
             rows = th.arange(micro_start, min(micro_start + config.micro_batch_size, len(step_batch)))
             micro = step_batch.select(rows).trimmed().to(self.device)
             weights = aggregation_weights(micro.completion_mask, mode=config.loss_aggregation, normalizer=normalizer)
+            micro_coefficients: dict[str, Any] = coefficients
+            if config.var_coef_age_factor != 1.0:  # one lam per completion: lam * factor ** age
+                lam_by_age = self.var_coef.value * config.var_coef_age_factor ** step_ages[rows].double()
+                per_token = lam_by_age.float().to(self.device)[:, None].expand(micro.completion_ids.shape)
+                micro_coefficients = {**coefficients, "var_coef": per_token}
             with self._autocast():
                 fused = fused_objective_loss(
                     rollout_completion_hidden(self.model, micro),
@@ -435,7 +440,7 @@ class R2VPOLLMTrainer:
                     mask=micro.completion_mask,
                     token_weights=weights,
                     objective=self.objective.function,
-                    coefficients=coefficients,
+                    coefficients=micro_coefficients,
                     temperature=config.temperature,
                     chunk_size=config.logprob_chunk_size,
                 )

@@ -246,6 +246,17 @@ def test_llm_toy_comparison_compares_final_rewards_and_generations_to_the_refere
     assert math.isnan(uneven["generations_ratio"])  # the reference's median run never reaches its mean final 0.3
 
 
+def test_a_cached_toy_run_matches_when_only_a_setting_added_since_is_missing_at_its_default() -> None:
+    from benchmarks.llm_toy_comparison import same_settings
+
+    identity = {"var_coef": 1.0, "replay_capacity": 2, "var_coef_age_factor": 1.0}
+    written_before_the_setting = {"var_coef": 1.0, "replay_capacity": 2}
+    assert same_settings(written_before_the_setting, identity)
+    assert not same_settings(written_before_the_setting, {**identity, "var_coef_age_factor": 0.5})
+    assert not same_settings({**written_before_the_setting, "replay_capacity": 4}, identity)
+    assert not same_settings({**identity, "removed_setting": 1}, identity)
+
+
 @pytest.mark.slow
 def test_llm_toy_comparison_runs_small(tmp_path: Path) -> None:
     args = ["--seeds", "0", "--iterations", "12", "--out-dir", str(tmp_path), "--runs-dir", str(tmp_path / "runs")]

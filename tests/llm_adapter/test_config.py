@@ -24,6 +24,7 @@ REQUIRED = {"model_name_or_path": "m", "train_file": "t.jsonl"}
         ("replay_capacity", 0, "replay_capacity"),
         ("utd_ratio", 0.0, "utd_ratio"),
         ("replay_sampling", "newest", r"replay_sampling='newest' must be one of \['uniform', 'newest_first'\]"),
+        ("var_coef_age_factor", 0.0, r"var_coef_age_factor=0.0 is out of range: expected a finite number > 0"),
         ("clip_range", 1.5, r"clip_range=1.5 must be in \(0, 1\)"),
         ("temperature", 0.0, "temperature"),
         ("micro_batch_size", 0, "micro_batch_size"),
@@ -110,6 +111,14 @@ def test_paths_in_a_config_file_are_relative_to_it(tmp_path) -> None:
 def test_a_setting_the_objective_ignores_is_an_error(objective: str, setting: str, value: float) -> None:
     with pytest.raises(ValueError, match=rf"{setting}={value} has no effect with objective='{objective}'"):
         TrainConfig(model_name_or_path="m", train_file="f", objective=objective, **{setting: value})
+
+
+def test_a_per_age_lam_needs_a_replay_and_the_penalty() -> None:
+    with pytest.raises(ValueError, match=r"var_coef_age_factor=0.5 has no effect with replay_capacity=1"):
+        TrainConfig(**REQUIRED, var_coef_age_factor=0.5)
+    with pytest.raises(ValueError, match=r"var_coef_age_factor=0.5 has no effect with objective='grpo'"):
+        TrainConfig(**REQUIRED, objective="grpo", replay_capacity=4, var_coef_age_factor=0.5)
+    assert TrainConfig(**REQUIRED, replay_capacity=4, var_coef_age_factor=0.5).var_coef_age_factor == 0.5
 
 
 def test_help_shows_the_defaults() -> None:

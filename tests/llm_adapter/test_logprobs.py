@@ -87,10 +87,13 @@ def test_cuda_bf16_close_to_float32() -> None:
     th.testing.assert_close(values.cpu(), reference, rtol=0, atol=0.1)
 
 
-@pytest.mark.parametrize("objective_name", ["r2vpo", "clip", "gppo", "topr", "spo"])
+@pytest.mark.parametrize("objective_name", ["r2vpo", "r2vpo_per_token_lam", "clip", "gppo", "topr", "spo"])
 @pytest.mark.parametrize("mode", ["token_mean", "seq_mean_token_mean"])
 def test_fused_objective_equals_naive_path(objective_name: str, mode: str) -> None:
-    """Fused log-probs + objective + aggregation == naive log-probs, then the core objective and aggregate_loss."""
+    """
+    Fused log-probs + objective + aggregation == naive log-probs, then the core objective and aggregate_loss; a
+    ``[B, T]`` coefficient (one ``lam`` per completion here) is applied token by token, across chunk boundaries.
+    """
     from llm_adapter.logprobs import fused_objective_loss
     from sb3_r2vpo.core import aggregate_loss, aggregation_weights, get_objective
 
@@ -102,8 +105,10 @@ def test_fused_objective_equals_naive_path(objective_name: str, mode: str) -> No
             targets.shape, generator=gen
         )
     advantages = th.randn(targets.shape[0], 1, generator=gen).expand(targets.shape)
-    objective = get_objective(objective_name)
-    coefficients = {"var_coef": 0.7} if objective_name == "r2vpo" else {}
+    objective = get_objective(objective_name.removesuffix("_per_token_lam"))
+    coefficients: dict[str, Any] = {"var_coef": 0.7} if objective_name == "r2vpo" else {}
+    if objective_name == "r2vpo_per_token_lam":
+        coefficients = {"var_coef": th.linspace(0.3, 1.1, targets.shape[0])[:, None].expand(targets.shape)}
     params = [hidden_states, *head.parameters()]
 
     naive_log_probs = naive_token_log_probs(hidden_states, head, targets, temperature=0.8)
@@ -129,10 +134,26 @@ def test_fused_objective_equals_naive_path(objective_name: str, mode: str) -> No
     th.testing.assert_close(fused.loss, naive_loss.detach(), rtol=1e-5, atol=1e-6)
     th.testing.assert_close(fused.log_probs[mask], naive_log_probs.detach()[mask], rtol=0, atol=1e-5)
     assert (fused.log_probs[~mask] == 0).all()
+    # Per-token lam up to 1.1 gives larger gradients: both float32 paths stay within 1e-5 of a float64 reference.
+    atol = 1e-5 if objective_name == "r2vpo_per_token_lam" else 1e-6
     for mine, reference in zip(fused_grads, naive_grads, strict=True):
-        th.testing.assert_close(mine, 2.0 * reference, rtol=1e-5, atol=1e-6)
+        th.testing.assert_close(mine, 2.0 * reference, rtol=1e-5, atol=atol)
     assert float(fused.stats.count) == float(naive_stats.count)
     th.testing.assert_close(fused.stats.sums, naive_stats.sums, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_objective_refuses_a_coefficient_of_another_shape() -> None:
+    from llm_adapter.logprobs import fused_objective_loss
+    from sb3_r2vpo.core import get_objective
+
+    hidden_states, head, targets = _inputs(bias=True)
+    mask = th.ones(targets.shape, dtype=th.bool)
+    with pytest.raises(ValueError, match=r"coefficient 'var_coef' has shape \(3,\)"):
+        fused_objective_loss(
+            hidden_states, head, targets, th.zeros(targets.shape), th.ones(targets.shape), mask=mask,
+            token_weights=th.ones(targets.shape), objective=get_objective("r2vpo"),
+            coefficients={"var_coef": th.ones(3)},
+        )  # fmt: skip
 
 
 def test_chunked_backward_under_autocast_with_float32_weights() -> None:

@@ -162,6 +162,26 @@ def test_gradient_does_not_depend_on_the_micro_batch_split(tiny_model_dir: Path,
     th.testing.assert_close(gradients[2], gradients[3], rtol=1e-5, atol=1e-7)
 
 
+def test_per_age_lam_scales_the_penalty_of_stale_completions(tiny_model_dir: Path, toy_prompts: Path, tmp_path: Path) -> None:
+    """``var_coef_age_factor``: completions one generation old get ``lam * factor``, fresh ones ``lam``."""
+
+    def gradient(ages: th.Tensor, **settings: Any) -> th.Tensor:
+        trainer = R2VPOLLMTrainer(_config(tiny_model_dir, toy_prompts, tmp_path, replay_capacity=2, **settings))
+        th.manual_seed(0)
+        batch, _ = trainer.generate_and_score()
+        step_batch = batch.select(th.arange(8))
+        # Ratios away from 1, so that the penalty has a gradient at all.
+        step_batch = step_batch.with_behavior_log_probs(step_batch.behavior_log_probs - 0.3 * step_batch.completion_mask)
+        trainer.accumulate_gradients(step_batch, ages)
+        return th.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None])
+
+    stale, fresh = th.ones(8, dtype=th.long), th.zeros(8, dtype=th.long)
+    scaled = gradient(stale, var_coef=1.0, var_coef_age_factor=0.25)
+    th.testing.assert_close(scaled, gradient(stale, var_coef=0.25), rtol=1e-5, atol=1e-7)
+    assert not th.allclose(scaled, gradient(stale, var_coef=1.0), rtol=1e-3, atol=1e-6)
+    th.testing.assert_close(gradient(fresh, var_coef=1.0, var_coef_age_factor=0.25), gradient(fresh, var_coef=1.0))
+
+
 @pytest.mark.parametrize("objective", sorted(LLM_OBJECTIVES))
 def test_every_objective_trains(objective: str, tiny_model_dir: Path, toy_prompts: Path, tmp_path: Path) -> None:
     trainer = R2VPOLLMTrainer(_config(tiny_model_dir, toy_prompts, tmp_path, objective=objective))
