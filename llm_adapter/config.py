@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from llm_adapter.data import THINKING_MODES
-from llm_adapter.objectives import DEFAULT_TARGET_VAR, DEFAULT_VAR_COEF, DEFAULT_VAR_COEF_LR, LLM_OBJECTIVES
+from llm_adapter.objectives import (
+    DEFAULT_TARGET_VAR,
+    DEFAULT_VAR_COEF,
+    DEFAULT_VAR_COEF_LR,
+    LLM_OBJECTIVES,
+    OBJECTIVE_SETTINGS,
+)
 from sb3_r2vpo.core.aggregation import AGGREGATIONS
 from sb3_r2vpo.core.dual import VAR_COEF_UPDATES, VarCoefController
 from sb3_r2vpo.core.replay_sampling import check_replay_sampling
@@ -181,17 +187,7 @@ class TrainConfig:
         """A setting the chosen objective ignores is an error, not a silent no-op (e.g. ``var_coef`` with GRPO)."""
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         used = LLM_OBJECTIVES[self.objective].settings
-        for name in (
-            "var_coef",
-            "target_var",
-            "var_coef_lr",
-            "var_coef_max",
-            "var_coef_update",
-            "var_coef_min",
-            "var_coef_age_factor",
-            "clip_range",
-            "clip_range_high",
-        ):
+        for name in OBJECTIVE_SETTINGS:
             if name not in used and getattr(self, name) != defaults[name]:
                 users = sorted(key for key, objective in LLM_OBJECTIVES.items() if name in objective.settings)
                 raise ValueError(

@@ -19,6 +19,21 @@ DEFAULT_TARGET_VAR = 0.01
 DEFAULT_VAR_COEF_LR = 1.0
 
 
+#: The ``TrainConfig`` fields of R2VPO's penalty and of the clip objectives; each objective reads some of them
+#: (:attr:`LLMObjective.settings`), and setting one that the chosen objective does not read is an error.
+PENALTY_SETTINGS = (
+    "var_coef",
+    "target_var",
+    "var_coef_lr",
+    "var_coef_max",
+    "var_coef_update",
+    "var_coef_min",
+    "var_coef_age_factor",
+)
+CLIP_SETTINGS = ("clip_range", "clip_range_high")
+OBJECTIVE_SETTINGS = PENALTY_SETTINGS + CLIP_SETTINGS
+
+
 @dataclass(frozen=True)
 class LLMObjective:
     """
@@ -40,22 +55,12 @@ class LLMObjective:
     def settings(self) -> frozenset[str]:
         """The ``TrainConfig`` fields this objective reads (the others of its kind have no effect on it)."""
         if self.core_name == "r2vpo":
-            return frozenset(
-                {
-                    "var_coef",
-                    "target_var",
-                    "var_coef_lr",
-                    "var_coef_max",
-                    "var_coef_update",
-                    "var_coef_min",
-                    "var_coef_age_factor",
-                }
-            )
+            return frozenset(PENALTY_SETTINGS)
         if self.core_name == "spo":
             return frozenset({"clip_range"})
         if self.core_name == "topr":
             return frozenset()
-        return frozenset({"clip_range", "clip_range_high"})
+        return frozenset(CLIP_SETTINGS)
 
     def coefficients(self, *, var_coef: float, clip_range: float, clip_range_high: float | None) -> dict[str, float | None]:
         """
