@@ -56,6 +56,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # One lam for every age or one per age (issue 18): lam * factor**age, weaker (0.5) or stronger (2) on stale data.
     "r2vpo_off_age0.5": {"objective": "r2vpo", "replay_capacity": 2, "utd_ratio": 2.0, "var_coef_age_factor": 0.5},
     "r2vpo_off_k4_age0.5": {"objective": "r2vpo", "replay_capacity": 4, "utd_ratio": 2.0, "var_coef_age_factor": 0.5},
+    "r2vpo_off_k4_age0.25": {"objective": "r2vpo", "replay_capacity": 4, "utd_ratio": 2.0, "var_coef_age_factor": 0.25},
     "r2vpo_off_k4_age2": {"objective": "r2vpo", "replay_capacity": 4, "utd_ratio": 2.0, "var_coef_age_factor": 2.0},
     "grpo": {"objective": "grpo"},
     "grpo_ch": {"objective": "grpo_ch"},
