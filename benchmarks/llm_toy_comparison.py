@@ -238,13 +238,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     summary: dict[str, dict[str, Any]] = {}
     for variant, runs in curves.items():
         reached = [generations_to_level(r, args.level) for r in runs]
+        finals = [final_reward(r) for r in runs]
         summary[variant] = {
             "generations_to_level": reached,
             "median_generations_to_level": float(np.median(reached)),
             "reached": int(np.isfinite(reached).sum()),
-            "final_reward_per_seed": [final_reward(r) for r in runs],
-            "final_reward_mean": float(np.mean([final_reward(r) for r in runs])),
-            "final_reward_ci95": bootstrap_mean_interval([final_reward(r) for r in runs]),
+            "final_reward_per_seed": finals,
+            "final_reward_mean": float(np.mean(finals)),
+            "final_reward_ci95": bootstrap_mean_interval(finals),
         }
         median = summary[variant]["median_generations_to_level"]
         final = summary[variant]["final_reward_mean"]

@@ -62,11 +62,13 @@ class LLMObjective:
             return frozenset()
         return frozenset(CLIP_SETTINGS)
 
-    def coefficients(self, *, var_coef: float, clip_range: float, clip_range_high: float | None) -> dict[str, float | None]:
+    def coefficients(
+        self, *, var_coef: float | th.Tensor, clip_range: float, clip_range_high: float | None
+    ) -> dict[str, float | th.Tensor | None]:
         """
         The keyword coefficients of the core call.
 
-        :param var_coef: current ``lam`` (R2VPO)
+        :param var_coef: current ``lam`` (R2VPO): one value, or one per token (a ``lam`` that depends on the age)
         :param clip_range: lower clip range, or SPO's epsilon
         :param clip_range_high: configured upper clip range (None: this objective's default)
         :return: keyword arguments

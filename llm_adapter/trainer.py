@@ -410,9 +410,6 @@ class R2VPOLLMTrainer:
             normalizer = float(max(step_batch.num_tokens, 1))
         else:
             normalizer = float(len(step_batch))
-        coefficients = self.objective.coefficients(
-            var_coef=self.var_coef.value, clip_range=config.clip_range, clip_range_high=config.clip_range_high
-        )
         n_ages = config.replay_capacity
         result = StepAccumulation(
             stats=None,
@@ -425,11 +422,13 @@ class R2VPOLLMTrainer:
             rows = th.arange(micro_start, min(micro_start + config.micro_batch_size, len(step_batch)))
             micro = step_batch.select(rows).trimmed().to(self.device)
             weights = aggregation_weights(micro.completion_mask, mode=config.loss_aggregation, normalizer=normalizer)
-            micro_coefficients: dict[str, Any] = coefficients
+            var_coef: float | th.Tensor = self.var_coef.value
             if config.var_coef_age_factor != 1.0:  # one lam per completion: lam * factor ** age
                 lam_by_age = self.var_coef.value * config.var_coef_age_factor ** step_ages[rows].double()
-                per_token = lam_by_age.float().to(self.device)[:, None].expand(micro.completion_ids.shape)
-                micro_coefficients = {**coefficients, "var_coef": per_token}
+                var_coef = lam_by_age.float().to(self.device)[:, None].expand(micro.completion_ids.shape)
+            coefficients = self.objective.coefficients(
+                var_coef=var_coef, clip_range=config.clip_range, clip_range_high=config.clip_range_high
+            )
             with self._autocast():
                 fused = fused_objective_loss(
                     rollout_completion_hidden(self.model, micro),
@@ -440,7 +439,7 @@ class R2VPOLLMTrainer:
                     mask=micro.completion_mask,
                     token_weights=weights,
                     objective=self.objective.function,
-                    coefficients=micro_coefficients,
+                    coefficients=coefficients,
                     temperature=config.temperature,
                     chunk_size=config.logprob_chunk_size,
                 )

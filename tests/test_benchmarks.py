@@ -175,14 +175,14 @@ def test_stale_run_under_the_other_name_gives_way_to_a_current_one_and_is_replac
     assert not budget_path.exists() and json.loads(stale_path.read_text())["hyperparams"] == entry
 
 
-def _run_benchmark(script: str, *args: str, timeout: float = 300) -> str:
+def _run_benchmark(script: str, *args: str) -> str:
     """Run ``python -m benchmarks.<script> *args``; on a timeout its whole process group goes, pool workers included."""
     with subprocess.Popen(
         [sys.executable, "-m", f"benchmarks.{script}", *args],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     ) as process:  # fmt: skip
         try:
-            stdout, stderr = process.communicate(timeout=timeout)
+            stdout, stderr = process.communicate(timeout=300)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.communicate()
