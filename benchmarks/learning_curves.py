@@ -3,8 +3,8 @@ The learning-curve panel: R2VPO, R2VPO-OFF, SPO and SB3's PPO, each with its own
 rl_zoo3's ``ppo.yml``, then ``benchmarks/hyperparams/ppo.yml`` for DeepMind Control tasks rl_zoo3 has no entry for:
 PPO's defaults with flattened, normalized observations; SPO's from ``hyperparams/spo.yml``, the same values), on the
 same seeds and the same env-step budget, evaluated on a separate env (deterministic policy, 10 episodes) every
-budget / 20 steps. Where a PPO variant with a
-decaying learning rate won on tuning seeds (:data:`PPO_REFERENCE`), it runs too and is the task's PPO reference.
+budget / 20 steps. Where a PPO variant (a decaying learning rate, another clip range) won on tuning seeds
+(:data:`PPO_REFERENCE`), it runs too and is the task's PPO reference.
 
     python -m benchmarks.learning_curves --tasks classic --seeds 0 1 2 3 4 --jobs 2
     MUJOCO_GL=egl python -m benchmarks.learning_curves --tasks dmc --seeds 0 1 2 3 4 --jobs 2
@@ -16,7 +16,13 @@ IQM and the mean of the final returns with 95% percentile-bootstrap intervals ov
 PPO reference and to SPO with its interval, the steps to a return threshold, the normalized area under the curve and
 the wall time relative to PPO; a scoreboard counts, per algorithm, the tasks where it is at or above each reference.
 It writes ``results/learning_curves/summary.json``, one PNG per task (mean with a bootstrap band) and the page
-``docs/learning_curves.md``. Runs still missing are listed, not hidden.
+``docs/learning_curves.md``. Runs still missing are listed, not hidden. Those two always cover the whole panel
+(every task, ``r2vpo r2vpo_off ppo spo``, seeds 0-4), whatever part ``--tasks``/``--algos`` trained; a probe (tuning
+seeds, its own ``--runs-dir`` or ``--budget``) must name its own ``--out-dir`` and ``--docs-page``, and is refused
+before training otherwise:
+
+    python -m benchmarks.learning_curves --tasks Pendulum-v1 --algos ppo r2vpo --seeds 10 11 12 \
+        --runs-dir benchmarks/results/tuning_runs --out-dir /tmp/probe --docs-page /tmp/probe/page.md
 """
 
 import argparse
@@ -37,11 +43,13 @@ DOCS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "learning_curves.md"
 ALGOS = ["r2vpo", "r2vpo_off", "ppo", "spo"]
 #: Extra runs the panel can add (not in the default panel): see :func:`benchmarks.zoo_runs.algorithm`.
 EXTRA_ALGOS = ["r2vpo_ppo_settings", "ppo_lin_lr", "clip_off", "r2vpo_log_dual", "r2vpo_off_log_dual"]
-#: The PPO variant a task's runs are compared with where it is not rl_zoo3's entry (``ppo``): the better of ``ppo``
-#: and ``ppo_lin_lr`` (the linear learning-rate decay R2VPO's entries were tried with) on tuning seeds, in
-#: ``results/tuning_runs`` (ball_in_cup-catch at 250k, seeds 10-11: 712 / 915 constant, 898 / 877 decayed; cheetah-run
-#: and MountainCarContinuous kept the constant rate). Tasks without a probe keep rl_zoo3's entry.
-PPO_REFERENCE = {"dm_control/ball_in_cup-catch-v0": "ppo_lin_lr"}
+#: The PPO variant a task's runs are compared with where it is not rl_zoo3's entry (``ppo``): the best of ``ppo``,
+#: ``ppo_lin_lr`` (the linear learning-rate decay R2VPO's entries were tried with) and a clip range around rl_zoo3's
+#: (the counterpart of R2VPO's ``target_var`` probe) on tuning seeds, in ``results/tuning_runs``. Means over seeds
+#: 10-11 at 250k: ball_in_cup-catch 813 constant, 888 decayed, 865 clip 0.1, 757 clip 0.3; cheetah-run 218 constant,
+#: 174 decayed, 246 clip 0.1, 294 clip 0.3. MountainCarContinuous (seeds 10-14) kept rl_zoo3's entry against the
+#: decay and clip 0.05 / 0.2. Tasks without a probe keep rl_zoo3's entry.
+PPO_REFERENCE = {"dm_control/ball_in_cup-catch-v0": "ppo_lin_lr", "dm_control/cheetah-run-v0": "ppo@clip_range=0.3"}
 #: The algorithms every other one is compared with: ``ppo`` stands for the task's PPO reference.
 REFERENCES = ["ppo", "spo"]
 
@@ -62,6 +70,8 @@ FIXED_BUDGETS = {
     "dm_control/cartpole-swingup-v0": 200_000,
 }
 DEFAULT_DMC_BUDGET = 500_000
+#: The reported seeds; tuning seeds (10 and up) go to their own runs directory and report.
+PANEL_SEEDS = [0, 1, 2, 3, 4]
 #: Return thresholds for steps-to-threshold: gymnasium's ``reward_threshold`` where it has one (CartPole 475,
 #: MountainCarContinuous 90), -200 for Pendulum, and half the maximum return (1000) for DMC tasks.
 THRESHOLDS = {"CartPole-v1": 475.0, "Pendulum-v1": -200.0, "MountainCarContinuous-v0": 90.0}
@@ -324,12 +334,12 @@ def markdown_report(summaries: dict[str, dict[str, Any]], figures: dict[str, str
         "`benchmarks/results/runs`; rerun or extend a task with the commands below. Final return = the last",
         "deterministic evaluation (10 episodes on a separate env). IQM and mean over seeds with 95% percentile-bootstrap",
         "intervals; \"IQM - PPO\" is the difference of IQMs to the task's PPO reference (rl_zoo3's entry, or its",
-        "variant with a decaying learning rate where that won on tuning seeds: marked *ref*) with its bootstrap",
-        'interval (seeds resampled in each group), "IQM - SPO" the same against SPO; AUC is the average evaluation',
-        "return over training; cost is the mean wall time per run (one core each) and the mean number of optimizer steps",
-        "relative to the PPO reference's (steps where both sets of runs counted them). Wall times of runs cached at",
-        "different times carry the machine's load then (one or two runs in parallel): a like-for-like cost of the",
-        "update is `benchmarks/overhead.py`'s.",
+        "variant, a decaying learning rate or another clip range, where that won on tuning seeds: marked *ref*) with",
+        'its bootstrap interval (seeds resampled in each group), "IQM - SPO" the same against SPO; AUC is the average',
+        "evaluation return over training; cost is the mean wall time per run (one core each) and the mean number of",
+        "optimizer steps relative to the PPO reference's (steps where both sets of runs counted them). Wall times of runs",
+        "cached at different times carry the machine's load then (one or two runs in parallel): a like-for-like cost of",
+        "the update is `benchmarks/overhead.py`'s.",
         "",
         "```bash",
         "python -m benchmarks.learning_curves --tasks classic --seeds 0 1 2 3 4 --jobs 2",
@@ -420,7 +430,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         type=_algorithm_name,
         help=f"{ALGOS + EXTRA_ALGOS}, or a variant name@key=value,... (probes on tuning seeds)",
     )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--seeds", type=int, nargs="+", default=PANEL_SEEDS)
     parser.add_argument("--dmc-budget", type=int, default=DEFAULT_DMC_BUDGET, help="env steps on DMC tasks (>= 500k)")
     parser.add_argument("--budget", type=int, default=None, help="one budget for every task (quick looks, tests)")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (one core each)")
@@ -439,10 +449,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     if args.budget is not None and args.budget < 1:
         parser.error(f"--budget={args.budget}: must be >= 1")
+    writes_panel_outputs = args.out_dir == OUT_DIR or args.docs_page == DOCS_PAGE
+    if writes_panel_outputs:
+        _check_panel_selection(parser, args)
     budgets = {task: budget(task, args.dmc_budget, args.budget) for task in tasks}
     if not args.report_only:
         run_panel(tasks, args.algos, args.seeds, budgets, args.jobs, args.runs_dir)
+    if writes_panel_outputs:  # the panel's summary and page always cover the whole panel, not the part just trained
+        tasks, algos, seeds = CLASSIC_TASKS + DMC_TASKS, ALGOS, PANEL_SEEDS
+        budgets = {task: budget(task, args.dmc_budget) for task in tasks}
+        return report(tasks, algos, seeds, budgets, args.runs_dir, args.out_dir, args.docs_page)
     return report(tasks, args.algos, args.seeds, budgets, args.runs_dir, args.out_dir, args.docs_page)
+
+
+def _check_panel_selection(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse, before any training, a run whose report would replace the panel's with runs the panel does not hold."""
+    probe_hint = "; probes write their own report: pass --out-dir and --docs-page"
+    if args.runs_dir != RUNS_DIR:
+        parser.error(f"--runs-dir={args.runs_dir}: the panel's summary and page are built from {RUNS_DIR}{probe_hint}")
+    if args.budget is not None:
+        parser.error(f"--budget={args.budget}: the panel runs at its own budgets{probe_hint}")
+    if not set(args.seeds) <= set(PANEL_SEEDS):
+        parser.error(f"--seeds={args.seeds}: the panel reports seeds {PANEL_SEEDS} only{probe_hint}")
 
 
 if __name__ == "__main__":

@@ -395,6 +395,47 @@ def test_panel_page_says_when_the_references_median_run_never_reaches_its_mean_f
     assert "reference never (median)" in r2vpo_row
 
 
+@pytest.mark.parametrize(
+    ("selection", "named"),
+    [
+        (["--runs-dir", "elsewhere"], "--runs-dir=elsewhere"),
+        (["--budget", "5"], "--budget=5"),
+        (["--seeds", "10"], "--seeds=[10]"),
+    ],
+)
+def test_a_probe_that_would_overwrite_the_panels_report_is_refused_before_training(
+    selection: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks.learning_curves import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--tasks", "CartPole-v1", "--algos", "ppo", *selection])  # the default --out-dir and --docs-page
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert named in error and "pass --out-dir and --docs-page" in error
+
+
+def test_the_panels_report_covers_the_whole_panel_whatever_part_was_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import benchmarks.learning_curves as panel
+
+    for name in ("RUNS_DIR", "OUT_DIR", "DOCS_PAGE"):
+        monkeypatch.setattr(panel, name, tmp_path / name.lower())
+    panel.RUNS_DIR.mkdir()
+    task = "dm_control/cheetah-run-v0"
+    assert panel.task_algos(task, ["ppo"]) == ["ppo", "ppo@clip_range=0.3"]
+    for algo in ("ppo", "ppo@clip_range=0.3", "r2vpo"):
+        for seed in panel.PANEL_SEEDS:
+            _write_run(panel.RUNS_DIR, algo, task, seed, 500_000, 300.0 + seed)
+    summaries = panel.main(["--tasks", task, "--algos", "r2vpo", "--report-only"])
+    assert set(summaries) == set(panel.CLASSIC_TASKS + panel.DMC_TASKS)
+    assert summaries[task]["algos"]["r2vpo"]["vs"]["ppo"]["reference"] == "ppo@clip_range=0.3"
+    page = (tmp_path / "docs_page").read_text()
+    assert "| dm_control/cheetah-run-v0 (500k) | ppo@clip_range=0.3 (*ref*) | 5 |" in page
+    assert "dm_control/walker-walk-v0 r2vpo" in page.split("## Missing runs")[1]  # unnamed parts still listed
+
+
 def test_every_dm_control_entry_of_r2vpo_is_the_shared_one_except_where_ppos_settings_differ() -> None:
     import yaml
 
