@@ -21,7 +21,6 @@ settings are unchanged.
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import tempfile
 import warnings
@@ -60,6 +59,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "r2vpo_off_k4_age2": {"objective": "r2vpo", "replay_capacity": 4, "utd_ratio": 2.0, "var_coef_age_factor": 2.0},
     "grpo": {"objective": "grpo"},
     "grpo_ch": {"objective": "grpo_ch"},
+    # GRPO's counterpart of R2VPO's controller probes (equal tuning effort, issue 19): its clip range around 0.2.
+    "grpo_clip0.1": {"objective": "grpo", "clip_range": 0.1},
+    "grpo_clip0.3": {"objective": "grpo", "clip_range": 0.3},
     # The lam sweep behind the default (--variants r2vpo_auto0 r2vpo_lam0.3 r2vpo_lam3 --seeds 0 1 2).
     "r2vpo_auto0": {"objective": "r2vpo", "var_coef": "auto_0"},  # (before issue 19's tuning)
     "r2vpo_lam0.3": {"objective": "r2vpo", "var_coef": 0.3},
@@ -135,7 +137,7 @@ def same_settings(saved: dict[str, Any], identity: dict[str, Any]) -> bool:
     Whether a cached run's settings are ``identity``. A setting added to ``TrainConfig`` after the run was written
     counts as its default, which keeps the behavior from before the setting existed.
     """
-    defaults = json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(TrainConfig)}, default=str))
+    defaults = json.loads(json.dumps(TrainConfig.field_defaults(), default=str))
     return {**{k: defaults[k] for k in identity.keys() - saved.keys()}, **saved} == identity
 
 

@@ -183,9 +183,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.validate()
 
+    @classmethod
+    def field_defaults(cls) -> dict[str, Any]:
+        """Every field's default value, by name (fields without a default are left out)."""
+        return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+
     def _check_settings_belong_to_the_objective(self) -> None:
         """A setting the chosen objective ignores is an error, not a silent no-op (e.g. ``var_coef`` with GRPO)."""
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        defaults = self.field_defaults()
         used = LLM_OBJECTIVES[self.objective].settings
         for name in OBJECTIVE_SETTINGS:
             if name not in used and getattr(self, name) != defaults[name]:
@@ -269,7 +274,7 @@ class TrainConfig:
             raise ValueError(f"lora_dropout={self.lora_dropout!r} must be in [0, 1)")
         if not self.lora_target_modules.strip(", "):
             raise ValueError("lora_target_modules='' names no module: use 'all-linear' or names such as 'q_proj,v_proj'")
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        defaults = self.field_defaults()
         if not self.use_peft:
             changed = [
                 name

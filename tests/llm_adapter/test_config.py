@@ -127,3 +127,10 @@ def test_help_shows_the_defaults() -> None:
     train = build_parser()._subparsers._group_actions[0].choices["train"]  # type: ignore[union-attr]
     text = train.format_help()
     assert "(default: 1e-06)" in text and "(default: r2vpo)" in text and "(required)" in text
+
+
+def test_field_defaults_are_the_values_of_a_config_given_only_its_required_fields(tmp_path: Path) -> None:
+    defaults = TrainConfig.field_defaults()
+    assert "model_name_or_path" not in defaults and "train_file" not in defaults  # required: no default
+    config = TrainConfig(model_name_or_path=str(tmp_path), train_file=str(tmp_path / "train.jsonl"))
+    assert {name: getattr(config, name) for name in defaults} == defaults
