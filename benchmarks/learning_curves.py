@@ -452,14 +452,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     writes_panel_outputs = args.out_dir == OUT_DIR or args.docs_page == DOCS_PAGE
     if writes_panel_outputs:
         _check_panel_selection(parser, args)
-    budgets = {task: budget(task, args.dmc_budget, args.budget) for task in tasks}
     if not args.report_only:
+        budgets = {task: budget(task, args.dmc_budget, args.budget) for task in tasks}
         run_panel(tasks, args.algos, args.seeds, budgets, args.jobs, args.runs_dir)
+    algos, seeds = args.algos, args.seeds
     if writes_panel_outputs:  # the panel's summary and page always cover the whole panel, not the part just trained
         tasks, algos, seeds = CLASSIC_TASKS + DMC_TASKS, ALGOS, PANEL_SEEDS
-        budgets = {task: budget(task, args.dmc_budget) for task in tasks}
-        return report(tasks, algos, seeds, budgets, args.runs_dir, args.out_dir, args.docs_page)
-    return report(tasks, args.algos, args.seeds, budgets, args.runs_dir, args.out_dir, args.docs_page)
+    budgets = {task: budget(task, args.dmc_budget, args.budget) for task in tasks}
+    return report(tasks, algos, seeds, budgets, args.runs_dir, args.out_dir, args.docs_page)
 
 
 def _check_panel_selection(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

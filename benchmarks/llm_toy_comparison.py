@@ -8,8 +8,9 @@ generation, 2 optimizer steps per generation on-policy).
 
 Reports, per objective, the generations needed until the 10-generation moving average of the mean reward reaches
 ``--level`` (median over seeds; runs that never reach it count as not reached), the final reward (mean of the
-last 20 generations), and against both GRPOs and on-policy R2VPO the difference of final rewards with a bootstrap interval
-and the generations to the reference's mean final reward relative to the reference's own (medians over seeds).
+last 20 generations), and against both GRPOs and on-policy R2VPO the difference of final rewards with a bootstrap
+interval and the generations to the reference's mean final reward relative to the reference's own (medians over
+seeds).
 
     python -m benchmarks.llm_toy_comparison --seeds 0 1 2 --iterations 150
     python -m benchmarks.llm_toy_comparison --task count_up --seeds 0 1 2 3 4 --jobs 2
@@ -61,10 +62,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "grpo": {"objective": "grpo"},
     "grpo_ch": {"objective": "grpo_ch"},
     # GRPO's counterpart of R2VPO's controller probes (equal tuning effort, issue 19): its clip range around 0.2.
+    "grpo_clip0.02": {"objective": "grpo", "clip_range": 0.02},
+    "grpo_clip0.05": {"objective": "grpo", "clip_range": 0.05},
     "grpo_clip0.1": {"objective": "grpo", "clip_range": 0.1},
     "grpo_clip0.3": {"objective": "grpo", "clip_range": 0.3},
-    "grpo_clip0.05": {"objective": "grpo", "clip_range": 0.05},
-    "grpo_clip0.02": {"objective": "grpo", "clip_range": 0.02},
     # The lam sweep behind the default (--variants r2vpo_auto0 r2vpo_lam0.3 r2vpo_lam3 --seeds 0 1 2).
     "r2vpo_auto0": {"objective": "r2vpo", "var_coef": "auto_0"},  # (before issue 19's tuning)
     "r2vpo_lam0.3": {"objective": "r2vpo", "var_coef": 0.3},
