@@ -71,6 +71,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "r2vpo_auto0": {"objective": "r2vpo", "var_coef": "auto_0"},
     "r2vpo_lam0.3": {"objective": "r2vpo", "var_coef": 0.3},
     "r2vpo_lam3": {"objective": "r2vpo", "var_coef": 3.0},
+    # Two passes over each generation on-policy: the optimizer steps per generation R2VPO-OFF's UTD 2 takes (issue 18's
+    # equal-effort probe; the toy's on-policy runs take one pass), and R2VPO-OFF with twice its own.
+    "r2vpo_utd2": {"objective": "r2vpo", "utd_ratio": 2.0},
+    "grpo_clip0.05_utd2": {"objective": "grpo", "clip_range": 0.05, "utd_ratio": 2.0},
+    "r2vpo_off_utd4": {"objective": "r2vpo", "replay_capacity": 2, "utd_ratio": 4.0},
     # The dual controller (issue 19): the log-space update beside Eq. 10's additive one.
     "r2vpo_log": {"objective": "r2vpo", "var_coef": "auto", "var_coef_update": "log", "var_coef_lr": 0.1},
     "r2vpo_log_min1": {
