@@ -47,10 +47,10 @@ class ClipReplay(R2VPOOff):
         self.clip_range = clip_range
         super().__init__(*args, **{**kwargs, "var_coef": 0.0})
 
-    def _policy_objective(
-        self, log_prob: th.Tensor, behavior_log_prob: th.Tensor, advantages: th.Tensor
-    ) -> tuple[th.Tensor, RatioStats]:
-        return clip_objective(log_prob, behavior_log_prob, advantages, clip_range=self.clip_range, band=self.ratio_band)
+    def _policy_objective(self, log_prob: th.Tensor, advantages: th.Tensor, rollout_data: Any) -> tuple[th.Tensor, RatioStats]:
+        return clip_objective(
+            log_prob, rollout_data.old_log_prob, advantages, clip_range=self.clip_range, band=self.ratio_band
+        )
 
     def _record_trust_region_settings(self) -> None:
         self.logger.record("train/clip_range", self.clip_range)

@@ -130,7 +130,11 @@ def test_clipped_replay_runs_the_tuned_r2vpo_off_entry_without_the_penalty(tmp_p
     payload = run("clip_off@replay_capacity=2", "Pendulum-v1", seed=0, n_timesteps=2048, runs_dir=tmp_path)
     assert payload["overrides"] == {"replay_capacity": 2}
     model = ClipReplay("MlpPolicy", "Pendulum-v1", n_steps=64, clip_range=0.1)
-    loss, _ = model._policy_objective(th.zeros(4) + 0.5, th.zeros(4), th.ones(4))  # r = e^0.5, beyond the clip
+    from stable_baselines3.common.type_aliases import RolloutBufferSamples
+
+    zeros = th.zeros(4)
+    minibatch = RolloutBufferSamples(zeros, zeros, zeros, zeros, zeros, zeros)  # behavior log-probability 0
+    loss, _ = model._policy_objective(zeros + 0.5, th.ones(4), minibatch)  # r = e^0.5, beyond the clip
     assert th.allclose(loss, th.full((4,), -1.1))
 
 

@@ -351,12 +351,16 @@ class R2VPO(OnPolicyAlgorithm):
             yield self.rollout_buffer.get(self.batch_size)
 
     def _policy_objective(
-        self, log_prob: th.Tensor, behavior_log_prob: th.Tensor, advantages: th.Tensor
+        self, log_prob: th.Tensor, advantages: th.Tensor, rollout_data: RolloutBufferSamples
     ) -> tuple[th.Tensor, RatioStats]:
         """The per-sample policy loss of a minibatch and its ratio statistics: R2VPO's, at the current ``lam``."""
         return r2vpo_objective(
-            log_prob, behavior_log_prob, advantages, var_coef=self.var_coef_controller.value, band=self.ratio_band
+            log_prob, rollout_data.old_log_prob, advantages, var_coef=self._var_coef_of(rollout_data), band=self.ratio_band
         )
+
+    def _var_coef_of(self, rollout_data: RolloutBufferSamples) -> float | th.Tensor:
+        """``lam`` for a minibatch's samples: the controller's (R2VPO-OFF may weight it by the samples' age)."""
+        return self.var_coef_controller.value
 
     def _extra_minibatch_stats(self, log_prob: th.Tensor, rollout_data: RolloutBufferSamples) -> dict[str, th.Tensor]:
         """
@@ -398,7 +402,7 @@ class R2VPO(OnPolicyAlgorithm):
 
                 # The penalized surrogate -r A + lam (r - 1)^2 replaces PPO's clipped one.
                 lam = self.var_coef_controller.value
-                per_sample_loss, ratio_stats = self._policy_objective(log_prob, rollout_data.old_log_prob, advantages)
+                per_sample_loss, ratio_stats = self._policy_objective(log_prob, advantages, rollout_data)
                 policy_loss = aggregate_loss(per_sample_loss, mode="mean")
 
                 if clip_range_vf is None:

@@ -77,6 +77,9 @@ class R2VPOOff(R2VPO):
     :param var_coef_max: Upper bound of the projection of ``lam``
     :param var_coef_update: The dual update rule, ``"additive"`` (Eq. 10) or ``"log"`` (see :class:`sb3_r2vpo.R2VPO`)
     :param var_coef_min: Lower bound of the projection of ``lam`` (see :class:`sb3_r2vpo.R2VPO`)
+    :param var_coef_age_factor: Samples ``k`` iterations old are penalized with ``lam * var_coef_age_factor**k``
+        (> 0; 1: one ``lam`` for every age, the paper's). The controller steps ``lam`` as before; needs
+        ``replay_capacity > 1``
     :param clip_range_vf: Clipping parameter for the value function (None: no clipping)
     :param normalize_advantage: Whether to normalize or not the advantage (per minibatch)
     :param ent_coef: Entropy coefficient for the loss calculation
@@ -128,6 +131,7 @@ class R2VPOOff(R2VPO):
         var_coef_max: float = 100.0,
         var_coef_update: str = "additive",
         var_coef_min: float = 0.0,
+        var_coef_age_factor: float = 1.0,
         clip_range_vf: float | Schedule | None = None,
         normalize_advantage: bool = True,
         ent_coef: float = 0.0,
@@ -150,6 +154,12 @@ class R2VPOOff(R2VPO):
         self.utd_ratio = check_positive("utd_ratio", utd_ratio)
         self.recompute_advantages = bool(recompute_advantages)
         self.replay_sampling = check_replay_sampling(replay_sampling)
+        self.var_coef_age_factor = check_positive("var_coef_age_factor", var_coef_age_factor)
+        if self.var_coef_age_factor != 1.0 and self.replay_capacity == 1:
+            raise ValueError(
+                f"var_coef_age_factor={var_coef_age_factor} has no effect with replay_capacity=1 (every sample trained "
+                "on is fresh): keep rollouts with replay_capacity > 1, or leave it at 1"
+            )
         super().__init__(
             policy,
             env,
@@ -365,6 +375,13 @@ class R2VPOOff(R2VPO):
                 epoch, in_epoch = [], 0
         if epoch:
             yield (self.replay_buffer.get_samples(indices, iteration, normalization) for indices in epoch)
+
+    def _var_coef_of(self, rollout_data: Any) -> float | th.Tensor:
+        lam = self.var_coef_controller.value
+        factor = getattr(self, "var_coef_age_factor", 1.0)  # files saved before it existed: one lam for every age
+        if factor == 1.0:
+            return lam
+        return lam * factor ** rollout_data.ages.to(rollout_data.old_log_prob.dtype)
 
     def _extra_minibatch_stats(self, log_prob: th.Tensor, rollout_data: Any) -> dict[str, th.Tensor]:
         ratio = importance_ratio(log_prob.detach(), rollout_data.old_log_prob)

@@ -3,7 +3,7 @@ from typing import Any, ClassVar, TypeVar
 import torch as th
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.type_aliases import GymEnv, Schedule
+from stable_baselines3.common.type_aliases import GymEnv, RolloutBufferSamples, Schedule
 
 from sb3_r2vpo.core import RatioStats, spo_objective
 from sb3_r2vpo.core.validation import check_schedule, check_schedule_value
@@ -122,8 +122,9 @@ class SPO(R2VPO):
         return 0.0 if eps == 0.0 else _check_eps(eps)
 
     def _policy_objective(
-        self, log_prob: th.Tensor, behavior_log_prob: th.Tensor, advantages: th.Tensor
+        self, log_prob: th.Tensor, advantages: th.Tensor, rollout_data: RolloutBufferSamples
     ) -> tuple[th.Tensor, RatioStats]:
+        behavior_log_prob = rollout_data.old_log_prob
         eps = self._current_eps()
         if eps == 0.0:
             # The end of an annealed clip range (rl_zoo3's lin_0.2): an infinite penalty weight, whose limit is a

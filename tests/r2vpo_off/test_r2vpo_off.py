@@ -497,3 +497,40 @@ def test_newest_first_sampling_passes_over_the_fresh_rollout_first() -> None:
 def test_bad_replay_sampling() -> None:
     with pytest.raises(ValueError, match=r"replay_sampling='fifo' must be one of \['uniform', 'newest_first'\]"):
         R2VPOOff("MlpPolicy", "Pendulum-v1", replay_sampling="fifo")
+
+
+@pytest.mark.parametrize("value", [0.0, -0.5, float("nan"), float("inf"), "0.5"])
+def test_bad_var_coef_age_factor(value: object) -> None:
+    with pytest.raises(ValueError, match="var_coef_age_factor"):
+        R2VPOOff("MlpPolicy", MISSING_ENV, var_coef_age_factor=value)
+
+
+def test_var_coef_age_factor_without_stale_data_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"var_coef_age_factor=0.5 has no effect with replay_capacity=1"):
+        R2VPOOff("MlpPolicy", MISSING_ENV, replay_capacity=1, var_coef_age_factor=0.5)
+
+
+def test_var_coef_age_factor_weights_the_penalty_by_age(tmp_path) -> None:
+    """The per-sample loss is lam * factor**age * (r - 1)^2 - r A, checked by hand on a minibatch of every age."""
+    model = R2VPOOff(
+        "MlpPolicy", "Pendulum-v1", replay_capacity=3, utd_ratio=2, learning_rate=3e-3, var_coef=0.7,
+        var_coef_age_factor=0.5, seed=0, **TINY,
+    )  # fmt: skip
+    model.learn(3 * 64)
+    buffer = model.replay_buffer
+    samples = buffer.get_samples(np.arange(3 * 64), iteration=3)
+    assert sorted(set(samples.ages.tolist())) == [0, 1, 2]
+    with th.no_grad():
+        _, log_prob, _ = model.policy.evaluate_actions(samples.observations, samples.actions)
+    advantages = samples.advantages
+    loss, _ = model._policy_objective(log_prob, advantages, samples)
+    ratio = th.exp(log_prob - samples.old_log_prob)
+    expected = 0.7 * 0.5 ** samples.ages.double() * (ratio - 1) ** 2 - ratio * advantages
+    th.testing.assert_close(loss.double(), expected.double(), rtol=1e-5, atol=1e-6)
+    assert not th.allclose(loss, 0.7 * (ratio - 1) ** 2 - ratio * advantages)  # the stale samples weigh less
+
+    model.save(tmp_path / "model")
+    loaded = R2VPOOff.load(tmp_path / "model")
+    assert loaded.var_coef_age_factor == 0.5
+    # One lam for every age (the default) is the controller's lam on every sample.
+    assert R2VPOOff("MlpPolicy", "Pendulum-v1", var_coef=0.7, **TINY)._var_coef_of(samples) == 0.7

@@ -7,10 +7,17 @@ import pytest
 import torch as th
 from stable_baselines3.common.envs import IdentityEnv, IdentityEnvBox
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.type_aliases import RolloutBufferSamples
 from stable_baselines3.common.utils import LinearSchedule
 
 from sb3_r2vpo import R2VPO, SPO
 from sb3_r2vpo.core import spo_objective
+
+
+def _minibatch(behavior_log_prob: th.Tensor) -> RolloutBufferSamples:
+    """A minibatch whose only field the objective reads is the behavior log-probability."""
+    zeros = th.zeros_like(behavior_log_prob)
+    return RolloutBufferSamples(zeros, zeros, zeros, behavior_log_prob, zeros, zeros)
 
 
 @pytest.mark.slow
@@ -39,7 +46,7 @@ def test_the_penalty_holds_ratios_at_the_clip_boundary_where_no_penalty_does_not
 def test_the_loss_is_the_cores() -> None:
     model = SPO("MlpPolicy", "CartPole-v1", clip_range=0.3, n_steps=64, seed=0)
     log_prob, behavior, advantages = th.randn(16), th.randn(16), th.randn(16)
-    loss, stats = model._policy_objective(log_prob, behavior, advantages)
+    loss, stats = model._policy_objective(log_prob, advantages, _minibatch(behavior))
     reference, reference_stats = spo_objective(log_prob, behavior, advantages, clip_range=0.3)
     assert th.equal(loss, reference)
     assert th.equal(stats.sums, reference_stats.sums)
@@ -49,7 +56,7 @@ def test_clip_range_schedule_to_zero_stops_the_policy_not_the_critic() -> None:
     model = SPO("MlpPolicy", "CartPole-v1", clip_range=LinearSchedule(0.2, 0.0, 1.0), n_steps=64, batch_size=64, seed=0)
     model._current_progress_remaining = 0.0
     log_prob = th.randn(8, requires_grad=True)
-    loss, _ = model._policy_objective(log_prob, th.randn(8), th.randn(8))
+    loss, _ = model._policy_objective(log_prob, th.randn(8), _minibatch(th.randn(8)))
     loss.sum().backward()
     assert th.isfinite(loss).all() and log_prob.grad is not None and th.all(log_prob.grad == 0)
     model.learn(128)  # the last update of an annealed clip range trains without NaN
