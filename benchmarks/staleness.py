@@ -10,7 +10,8 @@ degrades as data get staler and R2VPO does not.
 - LLM: the toy task of ``benchmarks.llm_toy_comparison`` with ``replay_capacity=K, utd_ratio=2`` for ``r2vpo`` and
   ``grpo``; final reward (mean of the last 20 generations).
 
-    MUJOCO_GL=egl python -m benchmarks.staleness --seeds 0 1 --jobs 2
+    MUJOCO_GL=egl python -m benchmarks.staleness --parts sb3 --seeds 0 1 2 --jobs 2
+    python -m benchmarks.staleness --parts llm --seeds 0 1 2 3 4 --out-dir benchmarks/results/staleness/llm
 
 Writes ``results/staleness/staleness.json`` and ``staleness.png``.
 """
