@@ -18,7 +18,7 @@ from llm_adapter.objectives import (
     OBJECTIVE_SETTINGS,
 )
 from sb3_r2vpo.core.aggregation import AGGREGATIONS
-from sb3_r2vpo.core.dual import VAR_COEF_UPDATES, VarCoefController
+from sb3_r2vpo.core.dual import VAR_COEF_UPDATES, VarCoefController, check_var_coef_age_factor
 from sb3_r2vpo.core.replay_sampling import check_replay_sampling
 from sb3_r2vpo.core.validation import check_int, check_positive
 
@@ -227,12 +227,7 @@ class TrainConfig:
         check_int("replay_capacity", self.replay_capacity, minimum=1)
         check_positive("utd_ratio", self.utd_ratio)
         check_replay_sampling(self.replay_sampling)
-        check_positive("var_coef_age_factor", self.var_coef_age_factor)
-        if self.var_coef_age_factor != 1.0 and self.replay_capacity == 1:
-            raise ValueError(
-                f"var_coef_age_factor={self.var_coef_age_factor} has no effect with replay_capacity=1 (every completion "
-                "trained on is fresh): keep generations with replay_capacity > 1, or leave it at 1"
-            )
+        check_var_coef_age_factor(self.var_coef_age_factor, self.replay_capacity)
         check_int("micro_batch_size", self.micro_batch_size, minimum=1)
         check_int("gradient_accumulation_steps", self.gradient_accumulation_steps, minimum=1)
         check_positive("learning_rate", self.learning_rate)

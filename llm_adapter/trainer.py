@@ -34,7 +34,7 @@ from llm_adapter.replay import RolloutReplay
 from llm_adapter.rewards import RewardFunction, resolve_reward, score_completions
 from llm_adapter.rollouts import RolloutBatch
 from sb3_r2vpo.core.aggregation import aggregation_weights
-from sb3_r2vpo.core.dual import VarCoefController
+from sb3_r2vpo.core.dual import VarCoefController, var_coef_by_age
 from sb3_r2vpo.core.ratio import NonFiniteRatioError
 from sb3_r2vpo.core.stats import RatioStats, grouped_second_moment
 
@@ -424,7 +424,7 @@ class R2VPOLLMTrainer:
             weights = aggregation_weights(micro.completion_mask, mode=config.loss_aggregation, normalizer=normalizer)
             var_coef: float | th.Tensor = self.var_coef.value
             if config.var_coef_age_factor != 1.0:  # one lam per completion: lam * factor ** age
-                lam_by_age = self.var_coef.value * config.var_coef_age_factor ** step_ages[rows].double()
+                lam_by_age = var_coef_by_age(self.var_coef.value, config.var_coef_age_factor, step_ages[rows])
                 var_coef = lam_by_age.float().to(self.device)[:, None].expand(micro.completion_ids.shape)
             coefficients = self.objective.coefficients(
                 var_coef=var_coef, clip_range=config.clip_range, clip_range_high=config.clip_range_high

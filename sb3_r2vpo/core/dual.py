@@ -3,6 +3,8 @@
 import math
 from typing import Any
 
+import torch as th
+
 from sb3_r2vpo.core.validation import check_positive, is_real_number
 
 # Initial ``lam`` for ``var_coef="auto"``: see the R2VPO class docstring for the measurement behind it.
@@ -25,6 +27,29 @@ def check_var_coef_update(var_coef_update: str) -> str:
     if var_coef_update not in VAR_COEF_UPDATES:
         raise ValueError(f"var_coef_update={var_coef_update!r} is not one of {list(VAR_COEF_UPDATES)}")
     return var_coef_update
+
+
+def check_var_coef_age_factor(factor: Any, replay_capacity: int) -> float:
+    """
+    Check the per-age weight of ``lam`` of a replay (R2VPO-OFF in SB3 and in the LLM trainer).
+
+    :param factor: ``var_coef_age_factor``: data ``k`` iterations old are penalized with ``lam * factor**k``
+    :param replay_capacity: how many rollouts (generations) the replay keeps
+    :return: ``float(factor)``
+    :raises ValueError: naming ``var_coef_age_factor``, if it is not a finite number > 0, or not 1 without stale data
+    """
+    checked = check_positive("var_coef_age_factor", factor)
+    if checked != 1.0 and replay_capacity == 1:
+        raise ValueError(
+            f"var_coef_age_factor={factor} has no effect with replay_capacity=1 (all data trained on are fresh): keep "
+            "past rollouts with replay_capacity > 1, or leave it at 1"
+        )
+    return checked
+
+
+def var_coef_by_age(var_coef: float, factor: float, ages: th.Tensor) -> th.Tensor:
+    """``lam * factor**age`` per sample, in float64 (the caller casts to its loss's dtype)."""
+    return var_coef * factor ** ages.double()
 
 
 def parse_var_coef(var_coef: float | str) -> tuple[float, bool]:

@@ -16,6 +16,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_r2vpo.core import check_positive, grouped_second_moment, importance_ratio
+from sb3_r2vpo.core.dual import check_var_coef_age_factor, var_coef_by_age
 from sb3_r2vpo.core.replay_sampling import check_replay_sampling
 from sb3_r2vpo.core.validation import check_int
 from sb3_r2vpo.r2vpo.metrics import MinibatchMetrics
@@ -154,12 +155,7 @@ class R2VPOOff(R2VPO):
         self.utd_ratio = check_positive("utd_ratio", utd_ratio)
         self.recompute_advantages = bool(recompute_advantages)
         self.replay_sampling = check_replay_sampling(replay_sampling)
-        self.var_coef_age_factor = check_positive("var_coef_age_factor", var_coef_age_factor)
-        if self.var_coef_age_factor != 1.0 and self.replay_capacity == 1:
-            raise ValueError(
-                f"var_coef_age_factor={var_coef_age_factor} has no effect with replay_capacity=1 (every sample trained "
-                "on is fresh): keep rollouts with replay_capacity > 1, or leave it at 1"
-            )
+        self.var_coef_age_factor = check_var_coef_age_factor(var_coef_age_factor, self.replay_capacity)
         super().__init__(
             policy,
             env,
@@ -381,7 +377,7 @@ class R2VPOOff(R2VPO):
         factor = getattr(self, "var_coef_age_factor", 1.0)  # files saved before it existed: one lam for every age
         if factor == 1.0:
             return lam
-        return lam * factor ** rollout_data.ages.to(rollout_data.old_log_prob.dtype)
+        return var_coef_by_age(lam, factor, rollout_data.ages).to(rollout_data.old_log_prob.dtype)
 
     def _extra_minibatch_stats(self, log_prob: th.Tensor, rollout_data: Any) -> dict[str, th.Tensor]:
         ratio = importance_ratio(log_prob.detach(), rollout_data.old_log_prob)
